@@ -1,0 +1,25 @@
+# The two commands of the README. Both work on a fresh Debian machine as root.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.transfuse-installed
+
+.PHONY: demo test setup data
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+setup: $(STAMP) data
+
+data:
+	@test -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz || \
+	  { apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; }
+
+demo: setup
+	$(VENV)/bin/transfuse demo
+
+test: setup
+	$(PY) -m pytest -q

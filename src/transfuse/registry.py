@@ -1,0 +1,107 @@
+"""Registries: name -> component, discovered from a package's modules on first use.
+
+Each component registers itself where it is defined (``@objectives.register("kd")``); the
+first lookup imports every module of the registry's package, so adding a component is one
+new file and no edit elsewhere. A dotted path (``my_pkg.losses.MyLoss``) reaches user code.
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from typing import Any, Callable, Dict, Generic, TypeVar
+
+from .errors import TransfuseError, closest
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """A named table of components of one kind, filled by importing ``package``'s modules."""
+
+    def __init__(self, kind: str, package: str) -> None:
+        self.kind = kind
+        self.package = package
+        self._items: Dict[str, T] = {}
+        self._discovered = False
+
+    def register(self, name: str) -> Callable[[T], T]:
+        def decorator(obj: T) -> T:
+            if name in self._items and self._items[name] is not obj:
+                raise RuntimeError(f"{self.kind} {name!r} is registered twice")
+            self._items[name] = obj
+            try:
+                obj.registry_name = name  # type: ignore[attr-defined]
+            except (AttributeError, TypeError):
+                pass
+            return obj
+
+        return decorator
+
+    def _discover(self) -> None:
+        if self._discovered:
+            return
+        self._discovered = True
+        pkg = importlib.import_module(self.package)
+        for info in pkgutil.iter_modules(pkg.__path__):
+            if not info.name.startswith("_"):
+                importlib.import_module(f"{self.package}.{info.name}")
+
+    def names(self) -> list[str]:
+        self._discover()
+        return sorted(self._items)
+
+    def __contains__(self, name: str) -> bool:
+        self._discover()
+        return name in self._items
+
+    def get(self, name: str) -> T:
+        """The component called ``name``, or one reached by a dotted import path."""
+        self._discover()
+        if name in self._items:
+            return self._items[name]
+        if "." in name:
+            module_name, _, attr = name.rpartition(".")
+            try:
+                return getattr(importlib.import_module(module_name), attr)
+            except (ImportError, AttributeError) as exc:
+                raise TransfuseError(
+                    f"could not import {self.kind} {name!r} ({exc}); check the dotted path"
+                ) from None
+        raise TransfuseError(
+            f"unknown {self.kind} {name!r}.{closest(name, self._items)} "
+            f"Run `transfuse list {self.kind}s` to see them all."
+        )
+
+    def describe(self) -> Dict[str, str]:
+        """name -> first line of the component's docstring."""
+        self._discover()
+        out = {}
+        for name, obj in sorted(self._items.items()):
+            doc = (getattr(obj, "__doc__", None) or "").strip().splitlines()
+            out[name] = doc[0] if doc else ""
+        return out
+
+
+def build(registry: Registry[Any], name: str, params: Dict[str, Any] | None = None, **context: Any) -> Any:
+    """Call the registered factory ``name`` with the user's ``params`` and the caller's ``context``.
+
+    A wrong parameter name or type becomes one clear sentence naming the valid parameters.
+    """
+    import inspect
+
+    factory = registry.get(name)
+    params = dict(params or {})
+    sig = inspect.signature(factory)
+    accepted = [p for p in sig.parameters if p not in ("self",)]
+    for key in params:
+        if key not in sig.parameters:
+            user_params = [p for p in accepted if p not in context]
+            raise TransfuseError(
+                f"{registry.kind} {name!r} has no parameter {key!r}.{closest(key, user_params)} "
+                f"Valid parameters: {', '.join(user_params) or 'none'}."
+            )
+    ctx = {k: v for k, v in context.items() if k in sig.parameters}
+    try:
+        return factory(**ctx, **params)
+    except (TypeError, ValueError) as exc:
+        raise TransfuseError(f"bad parameters for {registry.kind} {name!r}: {exc}") from None
