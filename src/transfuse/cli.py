@@ -1,0 +1,109 @@
+"""The command line: one table of commands, each a thin call into a recipe.
+
+Any :class:`TransfuseError` is printed as one line and exits with code 2, without a traceback.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .errors import TransfuseError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="transfuse: move knowledge between PyTorch / Hugging Face models.",
+)
+
+
+@app.command()
+def demo(
+    output: Path = typer.Option(Path("runs/demo"), help="Report folder."),
+    seed: int = typer.Option(0, help="Random seed."),
+    epochs: Optional[int] = typer.Option(None, help="Student epochs (default: the demo's own)."),
+) -> None:
+    """Distil a small CNN teacher into a small student on Fashion-MNIST and print the comparison."""
+    from .recipes.demo import main as demo_main
+
+    demo_main(output=output, seed=seed, epochs=epochs)
+
+
+@app.command()
+def distill(
+    recipe: Path = typer.Argument(..., help="YAML recipe (see `transfuse recipes`)."),
+    overrides: Optional[List[str]] = typer.Argument(None, help="key.sub=value overrides."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint in the output folder."),
+) -> None:
+    """Run the distillation a YAML recipe describes."""
+    from .recipes.distill import main as distill_main
+
+    distill_main(recipe, overrides or [], resume=resume)
+
+
+@app.command()
+def merge(
+    config: Path = typer.Argument(..., help="YAML merge config."),
+    overrides: Optional[List[str]] = typer.Argument(None, help="key.sub=value overrides."),
+    check: bool = typer.Option(False, "--check", help="Only check the inputs and report each problem."),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow pickle checkpoints (they can run code)."),
+) -> None:
+    """Merge fine-tuned models into one, streamed tensor by tensor."""
+    from .recipes.merge import main as merge_main
+
+    code = merge_main(config, overrides or [], check=check, allow_pickle=allow_pickle)
+    raise typer.Exit(code or 0)
+
+
+@app.command("list")
+def list_(what: str = typer.Argument(..., help="objectives | datasets | models | merge-methods | recipes")) -> None:
+    """Print a registry: each name with a one-line description."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(show_header=True, header_style="bold")
+    table.add_column(what.rstrip("s"))
+    table.add_column("description")
+    for name, line in _registry_for(what).items():
+        table.add_row(name, line)
+    Console().print(table)
+
+
+def _registry_for(what: str) -> dict:
+    from .errors import closest
+
+    if what == "recipes":
+        from .recipes.distill import shipped_recipes
+
+        return shipped_recipes()
+    registries = {
+        "objectives": ("transfuse.objectives", "objectives"),
+        "datasets": ("transfuse.data", "datasets"),
+        "models": ("transfuse.models", "models"),
+        "merge-methods": ("transfuse.merge.methods", "methods"),
+    }
+    if what not in registries:
+        valid = list(registries) + ["recipes"]
+        raise TransfuseError(f"cannot list {what!r}.{closest(what, valid)} Valid: {', '.join(valid)}.")
+    import importlib
+
+    module, attr = registries[what]
+    return getattr(importlib.import_module(module), attr).describe()
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    try:
+        app(args=argv, standalone_mode=True)
+    except TransfuseError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
