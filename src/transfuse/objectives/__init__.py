@@ -7,6 +7,10 @@ keeps (TAID's t, PS-KD's buffer) lives in buffers so that checkpoints carry it.
 """
 from __future__ import annotations
 
+from typing import Optional
+
+import torch
+import torch
 from torch import Tensor, nn
 
 from ..registry import Registry
@@ -20,9 +24,36 @@ class Objective(nn.Module):
 
     #: False for objectives that use no teacher (``ce``): the loop then skips the teacher.
     needs_teacher: bool = True
+    #: True for pure divergences: zero when the student's outputs equal the teacher's (contract test).
+    is_divergence: bool = False
+    #: True when the objective accepts token-shaped logits (B, T, V) with ``batch.mask``.
+    supports_tokens: bool = False
+    #: Module paths whose outputs the loop captures into ``Outputs.hidden`` by forward hooks
+    #: (see ``_features.forward_with_features``); ``"penultimate"`` is the input of the last Linear.
+    student_features: tuple = ()
+    teacher_features: tuple = ()
+
+    def bind(self, *, student: nn.Module, teacher: Optional[nn.Module] = None) -> None:
+        """Called once by the loop before training (KL+DP keeps a frozen copy of the student here)."""
+
+    def prepare(self, batch: Batch, *, generator: torch.Generator) -> Batch:
+        """Called by the loop before the teacher and student forwards; both see the returned batch.
+
+        Objectives that change the inputs (mixup, rotations, learned augmentations, synthetic
+        data) do it here, so that the teacher sees the same inputs as the student.
+        """
+        return batch
 
     def forward(self, student: Outputs, teacher: Outputs, batch: Batch) -> Tensor:  # pragma: no cover
         raise NotImplementedError
+
+    def bind(self, student: nn.Module) -> None:
+        """Called once before training with the (unwrapped) student, e.g. to keep a frozen copy."""
+
+    def prepare(self, batch: Batch, *, generator: torch.Generator) -> Batch:
+        """Called before both forwards; may return a changed batch that student and teacher both see
+        (MixKD's mixup). ``generator`` is seeded by (seed, step), so resumed runs repeat it."""
+        return batch
 
     def on_step_end(self, *, step: int, total_steps: int, loss: float) -> None:
         """Called after each optimizer step (TAID updates t here)."""

@@ -1,0 +1,1 @@
+"""The distillation loop (one explicit loop on Accelerate), checkpoints and the Python API."""
