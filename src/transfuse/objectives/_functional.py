@@ -65,3 +65,29 @@ def cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
     if not bool(keep.any()):
         return flat_logits.sum() * 0.0
     return F.cross_entropy(flat_logits[keep], flat_labels[keep])
+
+
+def pair_logprobs(student, teacher, temperature: float = 1.0) -> tuple[Tensor, Tensor]:
+    """Student and teacher log-probabilities on a common support, from ``Outputs``.
+
+    Dense teacher (``teacher.logits``): both log_softmax(z / T) over the vocabulary, (..., V).
+    Sparse teacher (``teacher.topk_logprobs`` / ``topk_indices`` (..., K), log-probabilities
+    at the cache's temperature): both distributions are coarse-grained to K + 1 buckets, the
+    teacher's top-k tokens and one bucket for the rest of the vocabulary; the teacher's rest
+    is 1 - sum of its top-k probabilities, the student's is its exact mass off the top-k
+    tokens. Every f-divergence (KL either way, JSD, TVD) on the buckets equals the dense one
+    when the rest is 0 and is a lower bound otherwise (data-processing inequality); the
+    student's tail keeps its own shape and only its total mass is pulled to the teacher's.
+    """
+    s_all = log_softmax(student.logits, temperature)  # (..., V)
+    if teacher.logits is not None:
+        return s_all, log_softmax(teacher.logits[..., : s_all.shape[-1]], temperature)
+    if teacher.topk_logprobs is None or teacher.topk_indices is None:
+        raise ValueError("the teacher gave neither logits nor top-k log-probabilities")
+    idx = teacher.topk_indices.long()  # (..., K)
+    t_top = teacher.topk_logprobs.float()  # (..., K)
+    s_top = s_all.gather(-1, idx)  # (..., K)
+    s_rest = torch.logsumexp(s_all.scatter(-1, idx, float("-inf")), dim=-1, keepdim=True)  # (..., 1)
+    t_rest_p = 1.0 - t_top.double().exp().sum(-1, keepdim=True)
+    t_rest = torch.log(t_rest_p.clamp_min(1e-30)).float()  # (..., 1)
+    return torch.cat([s_top, s_rest.clamp_min(-69.0)], -1), torch.cat([t_top, t_rest], -1)  # (..., K+1)

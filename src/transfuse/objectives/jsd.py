@@ -5,7 +5,7 @@ from torch import Tensor
 
 from ..signals import Batch, Outputs
 from . import Objective, objectives
-from ._functional import generalized_jsd, masked_mean, position_mask
+from ._functional import generalized_jsd, masked_mean, pair_logprobs, position_mask
 
 
 @objectives.register("jsd")
@@ -23,5 +23,6 @@ class GeneralizedJSD(Objective):
         self.temperature = temperature
 
     def forward(self, student: Outputs, teacher: Outputs, batch: Batch) -> Tensor:
-        per_position = generalized_jsd(student.logits, teacher.logits, self.beta, self.temperature)
+        s, t = pair_logprobs(student, teacher, self.temperature)  # dense (..., V) or top-k buckets (..., K+1)
+        per_position = generalized_jsd(s, t, self.beta)  # log-probs are their own log_softmax
         return masked_mean(per_position, position_mask(batch.mask, per_position))

@@ -5,7 +5,7 @@ from torch import Tensor
 
 from ..signals import Batch, Outputs
 from . import Objective, objectives
-from ._functional import kl, masked_mean, position_mask
+from ._functional import kl_from_logprobs, masked_mean, pair_logprobs, position_mask
 
 
 @objectives.register("reverse_kl")
@@ -19,5 +19,6 @@ class ReverseKL(Objective):
         self.temperature = temperature
 
     def forward(self, student: Outputs, teacher: Outputs, batch: Batch) -> Tensor:
-        per_position = kl(student.logits, teacher.logits, self.temperature)  # (B,) or (B, T)
+        s, t = pair_logprobs(student, teacher, self.temperature)  # dense (..., V) or top-k buckets (..., K+1)
+        per_position = kl_from_logprobs(s, t)  # (B,) or (B, T)
         return masked_mean(per_position, position_mask(batch.mask, per_position)) * self.temperature**2
