@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-import torch
 from torch import Tensor, nn
 
 from ..registry import Registry
@@ -33,22 +32,15 @@ class Objective(nn.Module):
     student_features: tuple = ()
     teacher_features: tuple = ()
 
-    def bind(self, *, student: nn.Module, teacher: Optional[nn.Module] = None) -> None:
-        """Called once by the loop before training (KL+DP keeps a frozen copy of the student here)."""
-
-    def prepare(self, batch: Batch, *, generator: torch.Generator) -> Batch:
-        """Called by the loop before the teacher and student forwards; both see the returned batch.
-
-        Objectives that change the inputs (mixup, rotations, learned augmentations, synthetic
-        data) do it here, so that the teacher sees the same inputs as the student.
-        """
-        return batch
-
     def forward(self, student: Outputs, teacher: Outputs, batch: Batch) -> Tensor:  # pragma: no cover
         raise NotImplementedError
 
-    def bind(self, student: nn.Module) -> None:
-        """Called once before training with the (unwrapped) student, e.g. to keep a frozen copy."""
+    def bind(self, student: nn.Module, teacher: Optional[nn.Module] = None) -> None:
+        """Called once before training with the (unwrapped) student, e.g. to keep a frozen copy.
+
+        ``teacher`` (the teacher model, when live) is for objectives that backpropagate through
+        it to their own parts (HARD's augmentor, the data-free generator).
+        """
 
     def prepare(self, batch: Batch, *, generator: torch.Generator) -> Batch:
         """Called before both forwards; may return a changed batch that student and teacher both see
