@@ -1,0 +1,89 @@
+"""Intermediate features through forward hooks, by module path, without editing the models.
+
+A path names a submodule as in ``model.named_modules()`` (``"layer3"``, ``"blocks.2.mlp"``);
+``"name:in"`` takes the module's input instead of its output; ``"penultimate"`` is the input
+of the model's last ``nn.Linear`` (the features a classifier head sees).
+
+    with capture(model, ["layer3", "penultimate"]) as hidden:
+        logits = model(x)
+    hidden["layer3"]  # (B, D, H, W)
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Dict, Iterator, Sequence, Tuple
+
+from torch import Tensor, nn
+
+from ..errors import TransfuseError, closest
+from ..signals import Outputs, as_outputs
+
+PENULTIMATE = "penultimate"
+
+
+def resolve(model: nn.Module, path: str) -> Tuple[nn.Module, bool]:
+    """The module a feature path names and whether its input (True) or output (False) is taken."""
+    if path == PENULTIMATE:
+        linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+        if not linears:
+            raise TransfuseError(
+                f"{type(model).__name__} has no nn.Linear, so it has no 'penultimate' features; "
+                "name a module path instead (see model.named_modules())"
+            )
+        return linears[-1], True
+    name, _, side = path.partition(":")
+    if side not in ("", "in", "out"):
+        raise TransfuseError(f"feature path {path!r} must end in ':in' or ':out' if it has a colon")
+    modules = dict(model.named_modules())
+    if name not in modules:
+        raise TransfuseError(
+            f"{type(model).__name__} has no module {name!r}.{closest(name, [n for n in modules if n])} "
+            "Feature paths are names from model.named_modules()."
+        )
+    return modules[name], side == "in"
+
+
+@contextmanager
+def capture(model: nn.Module, paths: Sequence[str]) -> Iterator[Dict[str, Tensor]]:
+    """Fill a dict path -> tensor while the block runs a forward of ``model``; hooks are removed after."""
+    store: Dict[str, Tensor] = {}
+    handles = []
+    try:
+        for path in dict.fromkeys(paths):
+            module, take_input = resolve(model, path)
+
+            def hook(_mod: nn.Module, args: tuple, out, path: str = path, take_input: bool = take_input) -> None:
+                value = args[0] if take_input else out
+                if isinstance(value, (tuple, list)):
+                    value = value[0]
+                store[path] = value
+
+            handles.append(module.register_forward_hook(hook))
+        yield store
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def forward_with_features(model: nn.Module, inputs: Tensor, paths: Sequence[str] = ()) -> Outputs:
+    """``model(inputs)`` as Outputs with ``hidden`` filled from the feature ``paths``."""
+    if not paths:
+        return as_outputs(model(inputs))
+    with capture(model, paths) as store:
+        out = as_outputs(model(inputs))
+    missing = [p for p in paths if p not in store]
+    if missing:
+        raise TransfuseError(f"feature path(s) {missing} did not run in the forward pass; pick modules the model uses")
+    out.hidden.update(store)
+    return out
+
+
+def tokens(features: Tensor) -> Tensor:
+    """Features as a set of tokens (B, N, D): (B, D) -> (B, 1, D); (B, D, H, W) -> (B, HW, D); (B, N, D) kept."""
+    if features.dim() == 2:
+        return features.unsqueeze(1)
+    if features.dim() == 4:
+        return features.flatten(2).transpose(1, 2)
+    if features.dim() == 3:
+        return features
+    raise ValueError(f"cannot read features of shape {tuple(features.shape)} as tokens")
