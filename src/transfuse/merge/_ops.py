@@ -1,0 +1,168 @@
+"""Shared merge math: exact streaming order statistics, trimming, sign election, disjoint mean.
+
+Methods import from here so each formula exists once.
+"""
+from __future__ import annotations
+
+import hashlib
+from typing import List, Sequence
+
+import torch
+from torch import Tensor
+
+_BINS = 1 << 16
+
+
+def float_keys(x: Tensor) -> Tensor:
+    """int64 keys whose integer order equals the float order of ``x`` (any shape, float32)."""
+    bits = x.contiguous().to(torch.float32).view(torch.int32).to(torch.int64)
+    u = bits & 0xFFFFFFFF
+    return torch.where(bits < 0, (~u) & 0xFFFFFFFF, u | 0x80000000)
+
+
+def keys_to_float(keys: Tensor) -> Tensor:
+    u = torch.where((keys & 0x80000000) != 0, keys & 0x7FFFFFFF, (~keys) & 0xFFFFFFFF)
+    u = torch.where(u >= (1 << 31), u - (1 << 32), u)  # to signed int32 range
+    return u.to(torch.int32).view(torch.float32)
+
+
+class RadixSelect:
+    """Exact k-th smallest values of S streams of float32, in two passes over the data.
+
+    Pass 0 histograms the top 16 bits of each value's order key; ``set_ranks`` finds the bin
+    of every wanted rank; pass 1 histograms the low 16 bits inside those bins. Memory is two
+    histograms, whatever the stream length, so a whole model's top-k needs no sorting.
+    """
+
+    def __init__(self, streams: int) -> None:
+        self.streams = streams
+        self.coarse = torch.zeros(streams * _BINS, dtype=torch.int64)
+        self.count = torch.zeros(streams, dtype=torch.int64)
+        self.fine: Tensor | None = None
+        self.bins: Tensor | None = None
+
+    def add_coarse(self, v: Tensor) -> None:
+        """v: (S, n) float values of each stream."""
+        v = v.reshape(self.streams, -1)
+        hi = float_keys(v) >> 16  # (S, n) in [0, 65536)
+        hi += torch.arange(self.streams).unsqueeze(1) * _BINS
+        self.coarse += torch.bincount(hi.reshape(-1), minlength=self.streams * _BINS)
+        self.count += v.shape[1]
+
+    def set_ranks(self, ranks: Sequence[Sequence[int]]) -> None:
+        """ranks[s] = the 0-based ranks wanted in stream s (same count R for every stream)."""
+        ranks_t = torch.as_tensor(ranks, dtype=torch.int64).reshape(self.streams, -1)  # (S, R)
+        cum = self.coarse.view(self.streams, _BINS).cumsum(1)  # (S, BINS)
+        self.bins = torch.searchsorted(cum, ranks_t, right=True)  # (S, R) bin holding each rank
+        before = torch.where(self.bins > 0, cum.gather(1, (self.bins - 1).clamp(min=0)), torch.zeros_like(ranks_t))
+        self.residual = ranks_t - before  # rank inside the bin
+        self.fine = torch.zeros(self.bins.numel() * _BINS, dtype=torch.int64)
+
+    def add_fine(self, v: Tensor) -> None:
+        assert self.bins is not None and self.fine is not None
+        v = v.reshape(self.streams, -1)
+        keys = float_keys(v)
+        hi, lo = keys >> 16, keys & 0xFFFF
+        R = self.bins.shape[1]
+        for s in range(self.streams):
+            for r in range(R):
+                sel = lo[s][hi[s] == self.bins[s, r]]
+                if sel.numel():
+                    slot = (s * R + r) * _BINS
+                    self.fine[slot : slot + _BINS] += torch.bincount(sel, minlength=_BINS)
+
+    def values(self) -> Tensor:
+        """(S, R) float32: the wanted order statistics."""
+        assert self.bins is not None and self.fine is not None
+        S, R = self.bins.shape
+        cum = self.fine.view(S, R, _BINS).cumsum(2)
+        low = torch.searchsorted(cum, self.residual.unsqueeze(2), right=True).squeeze(2)  # (S, R)
+        return keys_to_float((self.bins << 16) | low)
+
+
+def keep_rank(n: int, density: float) -> int:
+    """0-based ascending rank of the smallest kept magnitude when keeping the top ``density``.
+
+    As the TIES reference code: k = n - int(n * density), threshold = k-th smallest |x|,
+    keep |x| >= threshold (ties at the threshold are kept).
+    """
+    kept = int(n * density)
+    if kept >= n:
+        return 0
+    return max(n - kept - 1, 0)
+
+
+def elect_sign(x: Tensor) -> Tensor:
+    """TIES sign election: sign of the sum over models, +1 where it is exactly 0 (K, *s) -> (*s)."""
+    s = torch.sign(x.sum(0))
+    return torch.where(s == 0, torch.ones_like(s), s)
+
+
+def disjoint_merge(x: Tensor, w: Tensor, sign: Tensor, *, normalize: str) -> Tensor:
+    """Sum of entries agreeing with ``sign``; normalised by agreeing count, weight, or not.
+
+    x: (K, *s) trimmed deltas (unweighted); w: (K,); sign: (*s).
+    """
+    wv = w.view(-1, *([1] * (x.dim() - 1)))
+    agree = ((x * sign) > 0).to(x.dtype)  # (K, *s)
+    total = (x * wv * agree).sum(0)
+    if normalize == "count":
+        return total / agree.sum(0).clamp(min=1.0)
+    if normalize == "weights":
+        return total / (wv * agree).sum(0).clamp(min=1e-12)
+    return total
+
+
+def seed_for(seed: int, name: str, start: int = 0) -> int:
+    """A 63-bit seed from (seed, tensor name, row offset): independent of visiting order."""
+    digest = hashlib.sha256(f"{seed}\0{name}\0{start}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def weighted_view(w: Tensor, x: Tensor) -> Tensor:
+    return w.view(-1, *([1] * (x.dim() - 1)))
+
+
+def ranks_per_stream(n: int, fractions: List[float]) -> List[int]:
+    return [min(max(int(f), 0), n - 1) for f in fractions]
+
+
+def tensor_magnitude_stats(pass_index: int, x: Tensor, rows: object, state: dict, ranks_fn) -> None:
+    """Per-tensor passes gathering exact order statistics of |x| for every model.
+
+    One block (rows is None): nothing to gather, ``tensor_magnitude_values`` selects directly.
+    Several blocks: pass 0 and 1 of a :class:`RadixSelect` over the blocks.
+    ranks_fn(n, k) -> 0-based ascending ranks wanted for model k among its n entries.
+    """
+    if rows is None:
+        return
+    K = x.shape[0]
+    v = x.abs().reshape(K, -1)
+    if pass_index == 0:
+        state.setdefault("sel", RadixSelect(K)).add_coarse(v)
+        return
+    sel = state["sel"]
+    if sel.bins is None:
+        n = int(sel.count[0])
+        sel.set_ranks([ranks_fn(n, k) for k in range(K)])
+    sel.add_fine(v)
+
+
+def tensor_magnitude_values(x: Tensor, state: dict, ranks_fn) -> Tensor:
+    """(K, R) order statistics of |x| per model (see ``tensor_magnitude_stats``)."""
+    if "values" in state:
+        return state["values"]
+    if "sel" in state:
+        state["values"] = state["sel"].values()
+        return state["values"]
+    K = x.shape[0]
+    v = x.abs().reshape(K, -1)
+    n = v.shape[1]
+    if n == 0:
+        return torch.zeros(K, len(ranks_fn(1, 0)))
+    return torch.stack([torch.stack([v[k].kthvalue(r + 1).values for r in ranks_fn(n, k)]) for k in range(K)])
+
+
+def per_model(w: Tensor, x: Tensor) -> Tensor:
+    """(K,) -> (K, 1, ..., 1) broadcastable against x (K, *s)."""
+    return w.view(-1, *([1] * (x.dim() - 1)))

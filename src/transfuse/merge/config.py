@@ -1,0 +1,71 @@
+"""The merge config: mergekit's vocabulary (``merge_method``, ``parameters``) or the short one.
+
+```yaml
+method: ties                # or merge_method:
+base_model: path/to/base
+models:
+  - model: path/to/expert_a
+    parameters: {weight: 1.0, density: 0.3}
+  - model: path/to/lora_adapter      # a PEFT LoRA adapter on the same base
+parameters: {density: 0.2, scale: 1.0}
+overrides:                  # per-tensor parameters by glob on tensor names (last match wins)
+  - pattern: "*.embed_tokens.*"
+    parameters: {density: 1.0}
+dtype: float32              # compute dtype
+out_dtype: bfloat16         # default: each tensor's base dtype
+output: merged/
+shard_size: 2GB
+```
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Dict, List, Literal, Optional, Union
+
+from pydantic import AliasChoices, Field
+
+from ..config import Strict
+
+
+class ModelEntry(Strict):
+    model: str
+    parameters: Dict[str, Any] = Field(default_factory=dict, validation_alias=AliasChoices("parameters", "params"))
+
+
+class Override(Strict):
+    pattern: str
+    parameters: Dict[str, Any] = Field(default_factory=dict, validation_alias=AliasChoices("parameters", "params"))
+
+
+class MergeConfig(Strict):
+    method: str = Field(validation_alias=AliasChoices("method", "merge_method"))
+    models: List[ModelEntry] = Field(min_length=1)
+    base_model: Optional[str] = None
+    parameters: Dict[str, Any] = Field(default_factory=dict, validation_alias=AliasChoices("parameters", "params"))
+    overrides: List[Override] = Field(default_factory=list)
+    dtype: str = "float32"
+    out_dtype: Optional[str] = None
+    output: Optional[str] = None
+    shard_size: Union[int, str] = "2GB"
+    seed: int = 0
+    vocab_policy: Literal["error", "pad", "truncate"] = "error"
+    config_from: Optional[str] = None  # model whose config/tokenizer are copied (default: base, else first model)
+    threads: int = Field(default=2, ge=1, le=64)
+    prefetch: int = Field(default=4, ge=1, le=64)
+    hash_inputs: Literal["sha256", "none"] = "sha256"
+    overwrite: bool = False
+
+
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+
+
+def parse_size(value: Union[int, str]) -> int:
+    """'2GB' -> 2_000_000_000; an int is bytes."""
+    if isinstance(value, int):
+        return value
+    m = re.fullmatch(r"\s*([0-9.]+)\s*([a-zA-Z]*)\s*", str(value))
+    if not m or m.group(2).lower() not in _UNITS:
+        from ..errors import TransfuseError
+
+        raise TransfuseError(f"shard_size {value!r} is not a size; write e.g. 2GB, 500MB or a number of bytes")
+    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])

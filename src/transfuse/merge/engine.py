@@ -1,0 +1,390 @@
+"""The streaming merge executor.
+
+per tensor (or block of rows): positional reads of base + experts (a thread pool keeps
+``prefetch`` units in flight) -> task vectors in the compute dtype -> method -> written at its
+precomputed offset in the output shard by a writer thread. Methods with whole-model statistics
+get their passes first, streamed the same way. Peak memory is a few row blocks of at most
+``CHUNK_ELEMS`` elements per model, not the model size. The output folder is built under a
+hidden temporary name beside the target and renamed into place only when complete.
+"""
+from __future__ import annotations
+
+import collections
+import datetime
+import json
+import os
+import shutil
+import sys
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from ..errors import TransfuseError
+from ._ops import seed_for
+from .config import parse_size
+from .io import SIDE_FILES, LayoutWriter, LoraSource, OutSpec, sha256_files, shard_layout
+from .methods import MergeMethod, TensorContext
+from .plan import Plan, TensorPlan
+
+CHUNK_ELEMS = 1 << 22  # elements per model in one row block (16 MiB in float32)
+TMP_TAG = ".transfuse-tmp-"
+
+
+def row_blocks(shape: Tuple[int, ...]) -> List[Optional[slice]]:
+    """Row slices of at most CHUNK_ELEMS elements; [None] when the tensor is one block."""
+    if len(shape) == 0:
+        return [None]
+    per_row = 1
+    for s in shape[1:]:
+        per_row *= s
+    step = max(1, CHUNK_ELEMS // max(per_row, 1))
+    if step >= shape[0]:
+        return [None]
+    return [slice(r, min(r + step, shape[0])) for r in range(0, shape[0], step)]
+
+
+class _Loader:
+    """Reads one tensor (or a row block) of every input as compute-dtype tensors."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self.dt = plan.compute_dtype
+
+    def _read_expert(self, i: int, tp: TensorPlan, r0: int, r1: int, has_rows: bool) -> Tensor:
+        src = self.plan.experts[i]
+        if isinstance(src, LoraSource):
+            base = self._read_ref(tp, r0, r1, has_rows)
+            if tp.name in src.pairs:
+                d = src.delta(tp.name, slice(r0, r1) if has_rows else None)
+                return base + d.reshape(base.shape).to(self.dt)
+            return base
+        name = tp.alias[i] or tp.name
+        if not has_rows:
+            return src.read(name).to(self.dt)
+        avail = min(r1, tp.rows_in[i])
+        parts = []
+        if avail > r0:
+            parts.append(src.read(name, slice(r0, avail)).to(self.dt))
+        if avail < r1:  # vocab_policy pad: rows the expert lacks come from the reference
+            parts.append(self.plan.reference.read(tp.name, slice(max(r0, avail), r1)).to(self.dt))
+        return parts[0] if len(parts) == 1 else torch.cat(parts, 0)
+
+    def _read_ref(self, tp: TensorPlan, r0: int, r1: int, has_rows: bool) -> Tensor:
+        return self.plan.reference.read(tp.name, slice(r0, r1) if has_rows else None).to(self.dt)
+
+    def __call__(self, tp: TensorPlan, rows: Optional[slice], method: Optional[MergeMethod]) -> Tuple[Tensor, Optional[Tensor]]:
+        has_rows = len(tp.shape) > 0
+        r0, r1 = (rows.start, rows.stop) if rows is not None else (0, tp.shape[0] if has_rows else 0)
+        if method is None:  # copied tensor
+            return self.plan.reference.read(tp.name, slice(r0, r1) if has_rows else None), None
+        base = self._read_ref(tp, r0, r1, has_rows) if self.plan.base is not None else None
+        xs = [self._read_expert(i, tp, r0, r1, has_rows) for i in range(len(self.plan.experts))]
+        x = torch.stack(xs)  # (K, rows, ...)
+        if method.operates_on == "deltas":
+            x -= base
+        return x, base
+
+
+def _pipelined(units: List[Any], fn: Callable[[Any], Any], threads: int, prefetch: int) -> Iterator[Tuple[Any, Any]]:
+    """Yield (unit, fn(unit)) in order while up to ``prefetch`` later units are being read."""
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="transfuse-read") as pool:
+        pending: collections.deque = collections.deque()
+        it = iter(units)
+        for u in it:
+            pending.append((u, pool.submit(fn, u)))
+            if len(pending) >= prefetch:
+                break
+        while pending:
+            u, fut = pending.popleft()
+            for nxt in it:
+                pending.append((nxt, pool.submit(fn, nxt)))
+                break
+            yield u, fut.result()
+
+
+class _Writes:
+    """A writer thread with a bound on pending writes (so memory stays bounded)."""
+
+    def __init__(self, limit: int = 4) -> None:
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="transfuse-write")
+        self.sem = threading.Semaphore(limit)
+        self.futures: List[Future] = []
+
+    def submit(self, fn: Callable, *args: Any) -> None:
+        self.sem.acquire()
+
+        def run() -> None:
+            try:
+                fn(*args)
+            finally:
+                self.sem.release()
+
+        self.futures.append(self.pool.submit(run))
+        if len(self.futures) > 64:
+            done = [f for f in self.futures if f.done()]
+            for f in done:
+                f.result()
+            self.futures = [f for f in self.futures if not f.done()]
+
+    def finish(self) -> None:
+        self.pool.shutdown(wait=True)
+        for f in self.futures:
+            f.result()
+
+
+def _ctx(plan: Plan, inst: MergeMethod, tp: TensorPlan, rows: Optional[slice], base: Optional[Tensor]) -> TensorContext:
+    r0 = rows.start if rows is not None else 0
+    gen = torch.Generator().manual_seed(seed_for(plan.config.seed, tp.name, r0))
+    per_model = {}
+    for key in inst.per_model_params:
+        default = getattr(inst, key)
+        per_model[key] = torch.tensor([float(p.get(key, default)) for p in plan.per_model], dtype=torch.float32)
+    stats = []
+    for s in plan.statistics:
+        stats.append((lambda src, name: (lambda r=None: src.read(name, r).float() if name in src.infos() else None))(s, tp.name) if s is not None else None)
+    extra = {"rows": rows, "shape": tp.shape, "statistics": stats}
+    return TensorContext(tp.name, base, gen, per_model, extra)
+
+
+class Progress:
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total, self.done, self.enabled, self.t0, self.last = total, 0, enabled, time.time(), 0.0
+
+    def step(self, n: int, what: str) -> None:
+        self.done += n
+        now = time.time()
+        if self.enabled and (now - self.last > 2 or self.done >= self.total):
+            self.last = now
+            pct = 100.0 * self.done / max(self.total, 1)
+            print(f"\r{what}: {pct:5.1f}% ({self.done / 1e9:.2f} / {self.total / 1e9:.2f} GB, {now - self.t0:.0f}s)", end="", file=sys.stderr, flush=True)
+            if self.done >= self.total:
+                print(file=sys.stderr)
+
+
+def clean_stale(out: Path) -> None:
+    """Remove temp folders left beside ``out`` by merges whose process is gone (killed)."""
+    for p in out.parent.glob(f".{out.name}{TMP_TAG}*"):
+        try:
+            pid = int(p.name.rsplit("-", 1)[1])
+            os.kill(pid, 0)
+            continue  # still running
+        except (ValueError, ProcessLookupError):
+            pass
+        except PermissionError:
+            continue
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def execute(plan: Plan, out: Path, *, progress: bool = False) -> Dict[str, Any]:
+    """Run the planned merge into ``out`` (atomically). Returns a small summary."""
+    cfg = plan.config
+    K = len(plan.experts)
+    w = plan.weights
+    loader = _Loader(plan)
+    out = out.resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale(out)
+    tmp = out.parent / f".{out.name}{TMP_TAG}{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    t_start = time.time()
+    hashes: Dict[str, str] = {}
+    hasher = None
+    if cfg.hash_inputs == "sha256":
+        def _hash_all() -> None:
+            srcs = ([("base_model", plan.base)] if plan.base is not None else []) + [(m.model, e) for m, e in zip(cfg.models, plan.experts)]
+            for label, src in srcs:
+                hashes[label] = sha256_files(src.files())
+        hasher = threading.Thread(target=_hash_all, name="transfuse-hash", daemon=True)
+        hasher.start()
+    try:
+        # 1. whole-model statistics passes, streamed
+        for gi, inst in enumerate(plan.instances):
+            group = [t for t in plan.tensors if t.group == gi]
+            for p in range(inst.passes):
+                units = [(t, r) for t in group for r in row_blocks(t.shape)]
+                total = sum(_numel(t.shape, r) for t, r in units) * K * 4
+                bar = Progress(total, progress)
+                for (t, r), (x, base) in _pipelined(units, lambda u, inst=inst: loader(u[0], u[1], inst), cfg.threads, cfg.prefetch):
+                    inst.observe(p, x, w, _ctx(plan, inst, t, r, base))
+                    bar.step(x.numel() * 4, f"statistics pass {p + 1}/{inst.passes}")
+                inst.finish_pass(p)
+
+        # 2. output layout, fixed before any tensor is computed
+        specs = [OutSpec(t.name, t.shape, t.out_dtype) for t in plan.tensors]
+        layout = shard_layout(specs, parse_size(cfg.shard_size))
+        writer = LayoutWriter(tmp, layout)
+        extra_specs: List[OutSpec] = []
+        for t in plan.tensors:
+            if t.group >= 0:
+                for name, shape in plan.instances[t.group].extra_specs(t.name, t.shape, K):
+                    extra_specs.append(OutSpec(name, shape, torch.float32))
+        extra_file = getattr(plan.instances[0], "extra_file", None)
+        extra_writer = LayoutWriter(tmp, {extra_file: extra_specs}) if extra_specs and extra_file else None
+        writes = _Writes()
+
+        # 3. the merging pass
+        units: List[Tuple[TensorPlan, Optional[slice], bool]] = []
+        for t in plan.tensors:
+            inst = plan.instances[t.group] if t.group >= 0 else None
+            if inst is None or (inst.chunkable and not inst.tensor_passes):
+                units += [(t, r, True) for r in row_blocks(t.shape)]
+            else:
+                multi = len(row_blocks(t.shape)) > 1 and inst.chunkable
+                units.append((t, None, not multi))  # multi-block tensor passes read their own blocks
+        total = sum(int(torch.Size(t.shape).numel()) * (K + 1) * 2 for t in plan.tensors)
+        bar = Progress(total, progress)
+
+        def load(u):
+            t, r, eager = u
+            if not eager:
+                return None
+            return loader(t, r, plan.instances[t.group] if t.group >= 0 else None)
+
+        for (t, r, eager), loaded in _pipelined(units, load, cfg.threads, cfg.prefetch):
+            r0 = r.start if r is not None else 0
+            if t.group < 0:
+                writes.submit(writer.write, t.name, loaded[0], r0)
+            else:
+                inst = plan.instances[t.group]
+                if eager:
+                    x, base = loaded
+                    _merge_block(plan, inst, t, r, x, base, writer, extra_writer, writes)
+                else:
+                    _merge_tensor_blocks(plan, inst, t, loader, writer, writes)
+            bar.step(_numel(t.shape, r) * (K + 1) * 2, "merging")
+        writes.finish()
+        writer.close()
+        if extra_writer is not None:
+            extra_writer.close()
+        if len(layout) > 1:
+            weight_map = {s.name: fname for fname, group in layout.items() for s in group}
+            index = {"metadata": {"total_size": sum(s.nbytes for s in specs)}, "weight_map": weight_map}
+            (tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+        if extra_writer is not None:
+            (tmp / "twin.json").write_text(json.dumps(plan.instances[0].artifact_info(K, [m.model for m in cfg.models]), indent=2))
+        _copy_side_files(plan, tmp)
+        if hasher is not None:
+            hasher.join()
+        elapsed = time.time() - t_start
+        (tmp / "README.md").write_text(_model_card(plan, hashes, elapsed))
+        with open(tmp / "transfuse_merge.json", "w") as f:
+            json.dump({"config": cfg.model_dump(mode="json"), "inputs_sha256": hashes}, f, indent=2)
+        # 4. into place
+        if out.exists():
+            if not cfg.overwrite:
+                raise TransfuseError(f"output {str(out)!r} already exists; remove it or set overwrite: true")
+            old = out.parent / f".{out.name}{TMP_TAG}old-{os.getpid()}"
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        plan.close()
+    return {"output": str(out), "seconds": time.time() - t_start, "shards": len(layout), "tensors": len(plan.tensors)}
+
+
+def _numel(shape: Tuple[int, ...], rows: Optional[slice]) -> int:
+    n = int(torch.Size(shape).numel())
+    if rows is not None and shape:
+        n = n // shape[0] * (rows.stop - rows.start)
+    return n
+
+
+def _merge_block(plan, inst, t, r, x, base, writer, extra_writer, writes) -> None:
+    w = plan.weights
+    ctx = _ctx(plan, inst, t, r, base)
+    if inst.tensor_passes:
+        state: Dict[str, Any] = {}
+        ctx.extra["state"] = state
+        for p in range(inst.tensor_passes):
+            inst.observe_tensor(p, x, w, ctx, state)
+    merged = inst(x, w, ctx)
+    if inst.operates_on == "deltas":
+        merged = merged + base
+    writes.submit(writer.write, t.name, merged.to(t.out_dtype), r.start if r is not None else 0)
+    if extra_writer is not None:
+        for name, value in inst.extra_outputs(x, w, ctx).items():
+            writes.submit(extra_writer.write, name, value.float(), 0)
+
+
+def _merge_tensor_blocks(plan, inst, t, loader, writer, writes) -> None:
+    """A tensor larger than one block for a method with per-tensor statistics: passes over blocks."""
+    w = plan.weights
+    blocks = row_blocks(t.shape)
+    state: Dict[str, Any] = {}
+    for p in range(inst.tensor_passes):
+        for r in blocks:
+            x, base = loader(t, r, inst)
+            ctx = _ctx(plan, inst, t, r, base)
+            ctx.extra["state"] = state
+            inst.observe_tensor(p, x, w, ctx, state)
+    for r in blocks:
+        x, base = loader(t, r, inst)
+        ctx = _ctx(plan, inst, t, r, base)
+        ctx.extra["state"] = state
+        merged = inst(x, w, ctx)
+        if inst.operates_on == "deltas":
+            merged = merged + base
+        writes.submit(writer.write, t.name, merged.to(t.out_dtype), r.start)
+
+
+def _copy_side_files(plan: Plan, tmp: Path) -> None:
+    cfg = plan.config
+    src_dir = None
+    if cfg.config_from:
+        p = Path(cfg.config_from)
+        src_dir = p if p.is_dir() else p.parent
+    elif plan.reference.config_dir is not None:
+        src_dir = plan.reference.config_dir
+    if src_dir is None:
+        return
+    for name in SIDE_FILES:
+        f = src_dir / name
+        if f.exists():
+            shutil.copyfile(f, tmp / name)
+    conf = tmp / "config.json"
+    if conf.exists() and cfg.out_dtype:
+        try:
+            data = json.loads(conf.read_text())
+            dtype_name = str(plan.tensors[0].out_dtype).replace("torch.", "") if plan.tensors else cfg.out_dtype
+            for key in ("torch_dtype", "dtype"):
+                if key in data:
+                    data[key] = dtype_name
+            conf.write_text(json.dumps(data, indent=2))
+        except ValueError:
+            pass
+
+
+def _model_card(plan: Plan, hashes: Dict[str, str], elapsed: float) -> str:
+    cfg = plan.config
+    lines = [
+        "---",
+        "tags: [merge, transfuse]",
+        f"base_model: {json.dumps(cfg.base_model)}" if cfg.base_model else "",
+        "---",
+        f"# Merged model ({cfg.method})",
+        "",
+        f"Made by `transfuse merge` on {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} in {elapsed:.1f}s.",
+        "",
+        f"- method: `{cfg.method}`, parameters: `{json.dumps(cfg.parameters)}`",
+        f"- compute dtype: `{cfg.dtype}`, output dtype: `{cfg.out_dtype or 'as the base'}`, seed: {cfg.seed}",
+    ]
+    for o in cfg.overrides:
+        lines.append(f"- override `{o.pattern}`: `{json.dumps(o.parameters)}`")
+    lines += ["", "| input | role | parameters | sha256 |", "| --- | --- | --- | --- |"]
+    if cfg.base_model:
+        lines.append(f"| `{cfg.base_model}` | base | | `{hashes.get('base_model', 'not computed')}` |")
+    for m in cfg.models:
+        lines.append(f"| `{m.model}` | model | `{json.dumps(m.parameters)}` | `{hashes.get(m.model, 'not computed')}` |")
+    return "\n".join(line for line in lines if line is not None) + "\n"

@@ -1,0 +1,392 @@
+"""Reading merge inputs tensor by tensor and writing the output folder atomically.
+
+Inputs: a Hugging Face folder (sharded safetensors + index, or one file), a single
+``.safetensors`` file, a PEFT LoRA adapter folder (dW = B A * alpha / r, computed per tensor),
+or, only when the user allows it, a pickle checkpoint (read whole: pickle cannot be streamed).
+
+Safetensors are read with positional reads (``os.pread``) at the offsets of the file's header,
+so a tensor, or a block of its rows, is read without loading anything else, from several
+threads at once (pread releases the GIL), and nothing stays resident after use.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from ..errors import TransfuseError
+
+DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
+}
+DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+SIDE_FILES = (
+    "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+    "special_tokens_map.json", "tokenizer.model", "vocab.json", "merges.txt", "vocab.txt",
+    "added_tokens.json", "chat_template.jinja", "preprocessor_config.json",
+)
+
+
+@dataclass
+class TensorInfo:
+    file: Path
+    dtype: torch.dtype
+    shape: Tuple[int, ...]
+    start: int  # absolute byte offset in the file
+    end: int
+
+
+def read_header(path: Path) -> Dict[str, TensorInfo]:
+    """Parse a safetensors header; a corrupt or truncated file is one clear error."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            raw = f.read(8)
+            if len(raw) < 8:
+                raise ValueError("shorter than 8 bytes")
+            (n,) = struct.unpack("<Q", raw)
+            if n > min(size - 8, 100_000_000):
+                raise ValueError("header length beyond the end of the file")
+            header = json.loads(f.read(n))
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise TransfuseError(f"{str(path)!r} is not a readable safetensors file ({exc}); re-download or re-save it") from None
+    out: Dict[str, TensorInfo] = {}
+    base = 8 + n
+    for name, meta in header.items():
+        if name == "__metadata__":
+            continue
+        if meta.get("dtype") not in DTYPES:
+            raise TransfuseError(f"{str(path)!r}: tensor {name!r} has unsupported dtype {meta.get('dtype')!r}")
+        a, b = meta["data_offsets"]
+        if base + b > size:
+            raise TransfuseError(f"{str(path)!r} is truncated (tensor {name!r} ends past the end of the file); re-download it")
+        out[name] = TensorInfo(path, DTYPES[meta["dtype"]], tuple(meta["shape"]), base + a, base + b)
+    return out
+
+
+def _pread_into(fd: int, buf: bytearray, offset: int) -> None:
+    view = memoryview(buf)
+    done = 0
+    while done < len(buf):
+        got = os.preadv(fd, [view[done:]], offset + done)
+        if got <= 0:
+            raise TransfuseError("unexpected end of file while reading a tensor; the input is truncated")
+        done += got
+
+
+class Source:
+    """One input model. ``names`` -> shapes/dtypes; ``read(name, rows)`` -> tensor (a row block)."""
+
+    kind = "source"
+    path: Path
+    config_dir: Optional[Path] = None
+
+    def infos(self) -> Dict[str, Tuple[Tuple[int, ...], torch.dtype]]:  # pragma: no cover
+        raise NotImplementedError
+
+    def read(self, name: str, rows: Optional[slice] = None) -> Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def files(self) -> List[Path]:  # pragma: no cover
+        raise NotImplementedError
+
+    def config(self) -> dict:
+        if self.config_dir and (self.config_dir / "config.json").exists():
+            try:
+                return json.loads((self.config_dir / "config.json").read_text())
+            except (OSError, ValueError):
+                raise TransfuseError(f"{str(self.config_dir / 'config.json')!r} is not valid JSON") from None
+        return {}
+
+    def close(self) -> None:
+        pass
+
+
+class SafetensorsSource(Source):
+    kind = "safetensors"
+
+    def __init__(self, path: Path, files: List[Path], config_dir: Optional[Path]) -> None:
+        self.path = path
+        self.config_dir = config_dir
+        self._files = files
+        self.table: Dict[str, TensorInfo] = {}
+        for f in files:
+            for name, info in read_header(f).items():
+                if name in self.table:
+                    raise TransfuseError(f"tensor {name!r} appears in two files of {str(path)!r}")
+                self.table[name] = info
+        self._fds: Dict[Path, int] = {}
+
+    def infos(self):
+        return {n: (i.shape, i.dtype) for n, i in self.table.items()}
+
+    def files(self) -> List[Path]:
+        return list(self._files)
+
+    def _fd(self, file: Path) -> int:
+        fd = self._fds.get(file)
+        if fd is None:
+            fd = self._fds.setdefault(file, os.open(file, os.O_RDONLY))
+        return fd
+
+    def read(self, name: str, rows: Optional[slice] = None) -> Tensor:
+        info = self.table[name]
+        start, end = info.start, info.end
+        shape = list(info.shape)
+        if rows is not None and shape:
+            row_bytes = (end - start) // max(shape[0], 1)
+            r0, r1, _ = rows.indices(shape[0])
+            start, end = start + r0 * row_bytes, start + r1 * row_bytes
+            shape[0] = r1 - r0
+        buf = bytearray(end - start)
+        if buf:
+            _pread_into(self._fd(info.file), buf, start)
+            t = torch.frombuffer(buf, dtype=torch.uint8)
+        else:
+            t = torch.empty(0, dtype=torch.uint8)
+        return t.view(info.dtype).reshape(shape)
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+
+class PickleSource(Source):
+    """A torch pickle checkpoint, loaded whole (only with --allow-pickle)."""
+
+    kind = "pickle"
+
+    def __init__(self, path: Path, file: Path, config_dir: Optional[Path]) -> None:
+        self.path, self.config_dir, self._file = path, config_dir, file
+        try:
+            sd = torch.load(file, map_location="cpu", weights_only=False, mmap=True)
+        except Exception as exc:  # noqa: BLE001 - any unpickling failure is the user's file
+            raise TransfuseError(f"could not load pickle checkpoint {str(file)!r} ({type(exc).__name__}); re-save it as safetensors") from None
+        if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
+            sd = sd["state_dict"]
+        if not isinstance(sd, dict) or not all(isinstance(v, Tensor) for v in sd.values()):
+            raise TransfuseError(f"{str(file)!r} does not hold a state dict of tensors")
+        self.sd: Dict[str, Tensor] = sd
+
+    def infos(self):
+        return {n: (tuple(t.shape), t.dtype) for n, t in self.sd.items()}
+
+    def files(self) -> List[Path]:
+        return [self._file]
+
+    def read(self, name: str, rows: Optional[slice] = None) -> Tensor:
+        t = self.sd[name]
+        return (t[rows] if rows is not None and t.dim() else t).contiguous()
+
+
+class LoraSource(Source):
+    """A PEFT LoRA adapter over the base: per targeted weight, delta = B @ A * alpha / r.
+
+    ``infos`` lists the *base* tensor names it changes; ``delta(name, rows)`` is the change.
+    """
+
+    kind = "lora"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.config_dir = None
+        try:
+            cfg = json.loads((path / "adapter_config.json").read_text())
+        except (OSError, ValueError):
+            raise TransfuseError(f"{str(path / 'adapter_config.json')!r} is not valid JSON") from None
+        files = sorted(path.glob("adapter_model*.safetensors"))
+        if not files:
+            if any((path / f"adapter_model{s}").exists() for s in PICKLE_SUFFIXES):
+                raise TransfuseError(f"LoRA adapter {str(path)!r} is a pickle (adapter_model.bin); re-save it with safe_serialization=True")
+            raise TransfuseError(f"LoRA adapter {str(path)!r} has no adapter_model.safetensors")
+        self.inner = SafetensorsSource(path, files, None)
+        r = int(cfg.get("r", 8))
+        alpha = float(cfg.get("lora_alpha", r))
+        self.scaling = alpha / (r ** 0.5) if cfg.get("use_rslora") else alpha / r
+        self.fan_in_fan_out = bool(cfg.get("fan_in_fan_out", False))
+        self.pairs: Dict[str, Tuple[str, str]] = {}
+        for key in self.inner.table:
+            if ".lora_A." not in key:
+                if ".lora_B." not in key and "lora_magnitude" not in key and "modules_to_save" not in key:
+                    continue
+                if "lora_magnitude" in key:
+                    raise TransfuseError(f"{str(path)!r} is a DoRA adapter; merge it into its base first (peft merge_and_unload)")
+                if "modules_to_save" in key:
+                    raise TransfuseError(f"{str(path)!r} saves whole modules (modules_to_save); merge it into its base first")
+                continue
+            module = key.split(".lora_A.")[0]
+            b_key = key.replace(".lora_A.", ".lora_B.")
+            if b_key not in self.inner.table:
+                raise TransfuseError(f"LoRA adapter {str(path)!r} has {key!r} but no {b_key!r}")
+            base_name = module
+            for prefix in ("base_model.model.",):
+                if base_name.startswith(prefix):
+                    base_name = base_name[len(prefix):]
+            self.pairs[base_name + ".weight"] = (key, b_key)
+
+    def infos(self):
+        out = {}
+        for name, (a, b) in self.pairs.items():
+            (r, fan_in), (fan_out, _) = self.inner.table[a].shape[:2], self.inner.table[b].shape[:2]
+            shape = (fan_in, fan_out) if self.fan_in_fan_out else (fan_out, fan_in)
+            out[name] = (shape, self.inner.table[a].dtype)
+        return out
+
+    def files(self) -> List[Path]:
+        return self.inner.files() + [self.path / "adapter_config.json"]
+
+    def delta(self, name: str, rows: Optional[slice] = None) -> Tensor:
+        a_key, b_key = self.pairs[name]
+        A = self.inner.read(a_key).float().flatten(1)  # (r, in)
+        if self.fan_in_fan_out:
+            B = self.inner.read(b_key).float().flatten(1)  # (out, r)
+            d = (B @ A).T  # (in, out) as Conv1D stores it
+            return (d[rows] if rows is not None else d) * self.scaling
+        B = self.inner.read(b_key, rows).float().flatten(1)  # (rows, r)
+        return (B @ A) * self.scaling  # (rows, in)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def open_source(spec: str, *, allow_pickle: bool) -> Source:
+    """Open a model path: HF folder, safetensors file, LoRA adapter folder, or pickle file."""
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise TransfuseError(f"model path {spec!r} does not exist (models are read from local folders or files)")
+    if path.is_file():
+        if path.suffix == ".safetensors":
+            return SafetensorsSource(path, [path], path.parent)
+        if path.suffix in PICKLE_SUFFIXES:
+            return _pickle_or_refuse(path, path, path.parent, allow_pickle)
+        raise TransfuseError(f"{spec!r} is neither a .safetensors file nor a model folder")
+    if (path / "adapter_config.json").exists():
+        return LoraSource(path)
+    index = path / "model.safetensors.index.json"
+    if index.exists():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (OSError, ValueError, KeyError):
+            raise TransfuseError(f"{str(index)!r} is not a valid safetensors index (no weight_map)") from None
+        files = []
+        for fname in dict.fromkeys(weight_map.values()):
+            f = path / fname
+            if not f.exists():
+                raise TransfuseError(f"{str(index)!r} names shard {fname!r}, which is missing from the folder")
+            files.append(f)
+        return SafetensorsSource(path, files, path)
+    files = sorted(path.glob("*.safetensors"))
+    if files:
+        return SafetensorsSource(path, files, path)
+    pickles = [p for p in sorted(path.iterdir()) if p.suffix in PICKLE_SUFFIXES and p.name != "training_args.bin"]
+    if pickles:
+        return _pickle_or_refuse(path, pickles[0], path, allow_pickle)
+    raise TransfuseError(f"no weights in {spec!r}: expected *.safetensors, a safetensors index, or adapter_config.json")
+
+
+def _pickle_or_refuse(path: Path, file: Path, config_dir: Path, allow_pickle: bool) -> Source:
+    if not allow_pickle:
+        raise TransfuseError(
+            f"{str(file)!r} is a pickle checkpoint, which can run arbitrary code when loaded; "
+            "convert it to safetensors, or pass --allow-pickle if you trust it"
+        )
+    return PickleSource(path, file, config_dir)
+
+
+def sha256_files(files: List[Path]) -> str:
+    h = hashlib.sha256()
+    for f in files:
+        with open(f, "rb") as fh:
+            while True:
+                block = fh.read(1 << 24)
+                if not block:
+                    break
+                h.update(block)
+    return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------------- writing
+
+
+@dataclass
+class OutSpec:
+    name: str
+    shape: Tuple[int, ...]
+    dtype: torch.dtype
+
+    @property
+    def nbytes(self) -> int:
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n * torch.empty((), dtype=self.dtype).element_size()
+
+
+class LayoutWriter:
+    """Writes safetensors files whose layout (names, shapes, offsets) is fixed up front.
+
+    Because every offset is known from the plan, each tensor (or row block) is written with
+    ``os.pwrite`` the moment it is computed, in any order, and never held in memory.
+    """
+
+    def __init__(self, folder: Path, groups: Dict[str, List[OutSpec]]) -> None:
+        self.where: Dict[str, Tuple[int, int, int]] = {}  # name -> (fd, offset, row_bytes)
+        self.fds: List[int] = []
+        for fname, specs in groups.items():
+            header: Dict[str, dict] = {"__metadata__": {"format": "pt"}}
+            off = 0
+            for s in specs:
+                header[s.name] = {"dtype": DTYPE_NAMES[s.dtype], "shape": list(s.shape), "data_offsets": [off, off + s.nbytes]}
+                off += s.nbytes
+            raw = json.dumps(header, separators=(",", ":")).encode()
+            raw += b" " * (-len(raw) % 8)
+            fd = os.open(folder / fname, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            self.fds.append(fd)
+            os.pwrite(fd, struct.pack("<Q", len(raw)) + raw, 0)
+            data0 = 8 + len(raw)
+            os.ftruncate(fd, data0 + off)
+            for s in specs:
+                rows = s.shape[0] if s.shape else 1
+                self.where[s.name] = (fd, data0 + header[s.name]["data_offsets"][0], s.nbytes // max(rows, 1))
+
+    def write(self, name: str, t: Tensor, row0: int = 0) -> None:
+        fd, off, row_bytes = self.where[name]
+        data = memoryview(t.contiguous().reshape(-1).view(torch.uint8).numpy())
+        pos = off + row0 * row_bytes
+        while len(data):
+            n = os.pwrite(fd, data, pos)
+            data, pos = data[n:], pos + n
+
+    def close(self, sync: bool = True) -> None:
+        for fd in self.fds:
+            if sync:
+                os.fsync(fd)
+            os.close(fd)
+        self.fds.clear()
+
+
+def shard_layout(specs: List[OutSpec], shard_bytes: int) -> Dict[str, List[OutSpec]]:
+    """Split tensors into HF-named shards of at most ``shard_bytes`` (a bigger tensor gets its own)."""
+    shards: List[List[OutSpec]] = [[]]
+    size = 0
+    for s in specs:
+        if shards[-1] and size + s.nbytes > shard_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append(s)
+        size += s.nbytes
+    if len(shards) == 1:
+        return {"model.safetensors": shards[0]}
+    n = len(shards)
+    return {f"model-{i + 1:05d}-of-{n:05d}.safetensors": group for i, group in enumerate(shards)}

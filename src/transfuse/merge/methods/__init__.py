@@ -1,0 +1,81 @@
+"""Merge methods: one file per method, registered as ``@methods.register("name")``.
+
+A method is a small class whose ``__init__`` takes its hyperparameters (keyword-only, typed,
+defaulted: the signature is the schema) and whose ``__call__`` maps ONE tensor of every input
+to the merged tensor::
+
+    method(x, w, ctx) -> Tensor
+
+``x`` is ``(K, *shape)`` float: the K task vectors (``operates_on = "deltas"``, the engine adds
+the base back) or the K models' weights (``operates_on = "weights"``); ``w`` is ``(K,)`` the
+per-model weights; ``ctx`` carries the tensor's name, the base tensor, the seeded generator,
+per-model parameters and whole-model statistics.
+
+Methods that need whole-model statistics (global top-k, PCB's quantiles) set ``passes`` and
+implement ``observe(pass_index, x, w, ctx)`` / ``finish_pass(pass_index)``: the engine streams
+every tensor through ``observe`` before the merging pass. Everything stays per-tensor, so
+memory is bounded by a few tensors.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional
+
+import torch
+from torch import Tensor
+
+from ...registry import Registry
+
+methods: Registry = Registry("merge-method", "transfuse.merge.methods")
+
+
+@dataclass
+class TensorContext:
+    """What a method may know about the tensor it merges (besides the stacked inputs)."""
+
+    name: str
+    base: Optional[Tensor]  # (*shape) float, None when the method has no base
+    generator: torch.Generator  # seeded by (seed, name): visiting order does not matter
+    per_model: Dict[str, Tensor] = field(default_factory=dict)  # e.g. "density": (K,)
+    extra: Dict[str, Any] = field(default_factory=dict)  # e.g. "statistics": [(…), …] per model
+
+
+class MergeMethod:
+    """Base of the registered methods: attributes the engine reads, no merging logic."""
+
+    operates_on: str = "deltas"  # "deltas" (task vectors) or "weights" (the models themselves)
+    needs_base: bool = True
+    passes: int = 0  # number of whole-model statistics passes before merging
+    per_model_params: tuple = ()  # parameter names a model entry may set for itself
+    data_driven: bool = False  # needs per-model statistics gathered over data (fisher, regmean)
+    chunkable: bool = True  # may be applied to blocks of rows independently
+    tensor_passes: int = 0  # per-tensor statistics passes (over the tensor's row blocks)
+    extra_file: Optional[str] = None  # file for extra_outputs beside the model (Twin's factors)
+    models_required: int = 0  # 0: any number of models
+
+    def observe(self, pass_index: int, x: Tensor, w: Tensor, ctx: TensorContext) -> None:  # pragma: no cover
+        pass
+
+    def finish_pass(self, pass_index: int) -> None:  # pragma: no cover
+        pass
+
+    def observe_tensor(self, pass_index: int, x: Tensor, w: Tensor, ctx: TensorContext, state: Dict[str, Any]) -> None:  # pragma: no cover
+        pass
+
+    def extra_specs(self, name: str, shape: tuple, k: int) -> list:
+        """(name, shape) of every extra output for this tensor, known before merging."""
+        return []
+
+    def extra_outputs(self, x: Tensor, w: Tensor, ctx: TensorContext) -> Dict[str, Tensor]:
+        """Additional tensors to save beside the merged model (Twin's low-rank factors)."""
+        return {}
+
+    def __call__(self, x: Tensor, w: Tensor, ctx: TensorContext) -> Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+
+def get_method(name: str) -> type:
+    return methods.get(name)
+
+
+__all__ = ["methods", "MergeMethod", "TensorContext", "get_method"]

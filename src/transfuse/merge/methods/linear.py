@@ -1,0 +1,22 @@
+"""Linear: weighted average of the models' weights (Wortsman et al. 2022, model soups; mergekit ``linear``)."""
+from __future__ import annotations
+
+from torch import Tensor
+
+from .._ops import weighted_view
+from . import MergeMethod, TensorContext, methods
+
+
+@methods.register("linear")
+class Linear(MergeMethod):
+    """Linear / model soup (Wortsman et al., 2022): sum_i w_i theta_i, divided by sum_i w_i when normalize."""
+
+    operates_on = "weights"
+    needs_base = False
+
+    def __init__(self, *, normalize: bool = True) -> None:
+        self.normalize = normalize
+
+    def __call__(self, x: Tensor, w: Tensor, ctx: TensorContext) -> Tensor:
+        out = (x * weighted_view(w, x)).sum(0)  # (*s)
+        return out / w.sum() if self.normalize else out

@@ -1,0 +1,90 @@
+"""TIES-Merging (Yadav et al., 2023): trim, elect sign, disjoint merge.
+
+Followed the reference code (github.com/prateeky2806/ties-merging, ``topk_values_mask``,
+``resolve_sign``, ``disjoint_merge``): the top-``density`` magnitudes of each task vector are kept
+over the WHOLE model (a global top-k, gathered here in two streaming passes with an exact radix
+select), ties at the threshold kept; the elected sign is that of the sum of trimmed vectors;
+agreeing entries are averaged over their count; theta = theta_0 + scale * merged.
+
+Where the peers differ (METHODS.md, "Where the peers disagree"), as options:
+- ``topk="per_tensor"``: threshold per tensor (mergekit, PEFT).
+- ``sign_from="weighted"``: elect on w_i * tau_i (mergekit); default unweighted (paper, PEFT).
+- ``normalize="weights"``: divide by the sum of agreeing weights (mergekit); default the agreeing
+  count (paper, PEFT); ``"none"``: plain sum.
+Where the sum is exactly 0 the sign is +1 (PEFT); the paper uses the model-wide majority sign,
+which only differs on exact cancellations.
+"""
+from __future__ import annotations
+
+from torch import Tensor
+
+from .._ops import RadixSelect, disjoint_merge, elect_sign, keep_rank, per_model, tensor_magnitude_stats, tensor_magnitude_values
+from . import MergeMethod, TensorContext, methods
+
+
+def _check(density: float, topk: str, sign_from: str, normalize: str) -> None:
+    if not 0.0 < density <= 1.0:
+        raise ValueError(f"density must be in (0, 1], got {density}")
+    if topk not in ("global", "per_tensor"):
+        raise ValueError(f"topk must be 'global' or 'per_tensor', got {topk!r}")
+    if sign_from not in ("unweighted", "weighted"):
+        raise ValueError(f"sign_from must be 'unweighted' or 'weighted', got {sign_from!r}")
+    if normalize not in ("count", "weights", "none"):
+        raise ValueError(f"normalize must be 'count', 'weights' or 'none', got {normalize!r}")
+
+
+@methods.register("ties")
+class Ties(MergeMethod):
+    """TIES-Merging (Yadav et al., 2023): global top-k trim, sign election, disjoint mean (reference code)."""
+
+    per_model_params = ("density",)
+
+    def __init__(self, *, density: float = 0.2, scale: float = 1.0, topk: str = "global",
+                 sign_from: str = "unweighted", normalize: str = "count") -> None:
+        _check(density, topk, sign_from, normalize)
+        self.density, self.scale, self.topk = density, scale, topk
+        self.sign_from, self.normalize = sign_from, normalize
+        self.passes = 2 if topk == "global" else 0
+        self.tensor_passes = 2 if topk == "per_tensor" else 0
+        self._sel: RadixSelect | None = None
+        self._thr: Tensor | None = None
+        self._dens: list = []
+
+    # -- global top-k: two streaming passes over the whole model
+    def observe(self, pass_index: int, x: Tensor, w: Tensor, ctx: TensorContext) -> None:
+        K = x.shape[0]
+        v = x.abs().reshape(K, -1)
+        if pass_index == 0:
+            if self._sel is None:
+                self._sel = RadixSelect(K)
+            self._dens = ctx.per_model["density"].tolist()
+            self._sel.add_coarse(v)
+        else:
+            self._sel.add_fine(v)
+
+    def finish_pass(self, pass_index: int) -> None:
+        if self._sel is None:
+            return
+        if pass_index == 0:
+            n = int(self._sel.count[0])
+            self._sel.set_ranks([[keep_rank(n, d)] for d in self._dens])
+        else:
+            self._thr = self._sel.values()[:, 0]  # (K,)
+
+    # -- per-tensor top-k
+    def observe_tensor(self, pass_index, x, w, ctx, state) -> None:
+        dens = ctx.per_model["density"].tolist()
+        tensor_magnitude_stats(pass_index, x, ctx.extra["rows"], state, lambda n, k: [keep_rank(n, dens[k])])
+
+    def thresholds(self, x: Tensor, ctx: TensorContext) -> Tensor:
+        if self.topk == "global":
+            assert self._thr is not None, "global top-k needs its statistics passes first"
+            return self._thr
+        dens = ctx.per_model["density"].tolist()
+        return tensor_magnitude_values(x, ctx.extra.setdefault("state", {}), lambda n, k: [keep_rank(n, dens[k])])[:, 0]
+
+    def __call__(self, x: Tensor, w: Tensor, ctx: TensorContext) -> Tensor:
+        thr = self.thresholds(x, ctx)  # (K,)
+        trimmed = x * (x.abs() >= per_model(thr, x))  # (K, *s)
+        sign = elect_sign(trimmed * per_model(w, x) if self.sign_from == "weighted" else trimmed)
+        return self.scale * disjoint_merge(trimmed, w, sign, normalize=self.normalize)

@@ -1,0 +1,264 @@
+"""The merge plan: every input's tensor names, shapes and dtypes, checked before any work.
+
+``make_plan`` opens the inputs (headers only), builds the method instances (one per distinct
+set of per-tensor overrides) and lists every problem in one line each: architectures, missing
+or extra tensors, shapes, dtypes, vocabulary sizes (with the ``vocab_policy``) and tied
+embeddings. ``--check`` prints them; a merge refuses to start while any remain.
+"""
+from __future__ import annotations
+
+import fnmatch
+import inspect
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+
+from ..errors import TransfuseError, closest
+from .config import MergeConfig
+from .io import LoraSource, Source, open_source
+from .methods import MergeMethod, methods
+
+_VOCAB_NAME = re.compile(r"(embed_tokens|lm_head|wte|word_embeddings|embed_out|output\.weight|shared\.weight)")
+_DTYPES = {
+    "float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float64": torch.float64,
+}
+
+
+def parse_dtype(name: Optional[str], what: str) -> Optional[torch.dtype]:
+    if name is None:
+        return None
+    if name not in _DTYPES:
+        raise TransfuseError(f"{what} {name!r} is not a dtype.{closest(name, _DTYPES)} Valid: float32, bfloat16, float16.")
+    return _DTYPES[name]
+
+
+@dataclass
+class TensorPlan:
+    name: str
+    shape: Tuple[int, ...]
+    out_dtype: torch.dtype
+    group: int  # index of the method instance that merges it; -1 = copied from the reference
+    rows_in: List[int] = field(default_factory=list)  # per expert: rows it has (vocab pad/truncate)
+    alias: List[Optional[str]] = field(default_factory=list)  # per expert: name to read instead (tied)
+
+
+@dataclass
+class Plan:
+    config: MergeConfig
+    base: Optional[Source]
+    experts: List[Source]
+    reference: Source  # base, else the first model: names, shapes, config, tokenizer
+    weights: torch.Tensor  # (K,)
+    per_model: List[Dict[str, Any]]  # each model's own parameters (besides weight)
+    instances: List[MergeMethod]
+    instance_params: List[Dict[str, Any]]
+    tensors: List[TensorPlan]
+    compute_dtype: torch.dtype
+    problems: List[str]
+    notes: List[str]
+    statistics: List[Optional[Source]]
+
+    def close(self) -> None:
+        for s in [self.base, *self.experts, *self.statistics]:
+            if s is not None:
+                s.close()
+
+
+def build_method(name: str, params: Dict[str, Any]) -> MergeMethod:
+    cls = methods.get(name)
+    sig = inspect.signature(cls.__init__)
+    valid = [p for p in sig.parameters if p != "self"]
+    for key in params:
+        if key not in valid:
+            raise TransfuseError(
+                f"merge method {name!r} has no parameter {key!r}.{closest(key, valid)} Valid: {', '.join(valid) or 'none'}."
+            )
+    try:
+        return cls(**params)
+    except (TypeError, ValueError) as exc:
+        raise TransfuseError(f"bad parameters for merge method {name!r}: {exc}") from None
+
+
+def make_plan(cfg: MergeConfig, *, allow_pickle: bool) -> Plan:
+    cls = methods.get(cfg.method)
+    compute_dtype = parse_dtype(cfg.dtype, "dtype")
+    out_dtype = parse_dtype(cfg.out_dtype, "out_dtype")
+    base = open_source(cfg.base_model, allow_pickle=allow_pickle) if cfg.base_model else None
+    if isinstance(base, LoraSource):
+        raise TransfuseError("base_model is a LoRA adapter; the base must be a full model")
+    if cls.needs_base and base is None:
+        raise TransfuseError(f"merge method {cfg.method!r} needs base_model (the common starting point of the models)")
+    experts = [open_source(m.model, allow_pickle=allow_pickle) for m in cfg.models]
+    if base is None and any(isinstance(e, LoraSource) for e in experts):
+        raise TransfuseError("LoRA adapters need base_model: the model they were trained on")
+    reference = base if base is not None else experts[0]
+
+    # per-model parameters
+    weights, per_model, statistics = [], [], []
+    for m in cfg.models:
+        p = dict(m.parameters)
+        try:
+            weights.append(float(p.pop("weight", 1.0)))
+        except (TypeError, ValueError):
+            raise TransfuseError(f"model {m.model!r}: weight must be a number") from None
+        stats_path = p.pop("statistics", None)
+        for key in p:
+            if key not in cls.per_model_params:
+                allowed = ["weight", *cls.per_model_params] + (["statistics"] if cls.data_driven else [])
+                raise TransfuseError(
+                    f"model {m.model!r}: parameter {key!r} is not per-model for {cfg.method!r}.{closest(key, allowed)} "
+                    f"Per-model parameters: {', '.join(allowed)}."
+                )
+        per_model.append(p)
+        if cls.data_driven:
+            if stats_path is None:
+                raise TransfuseError(
+                    f"method {cfg.method!r} is data-driven: give each model parameters.statistics (a safetensors file "
+                    "made by transfuse.merge.stats)"
+                )
+            statistics.append(open_source(str(stats_path), allow_pickle=False))
+        elif stats_path is not None:
+            raise TransfuseError(f"model {m.model!r}: 'statistics' is only used by data-driven methods (fisher, regmean)")
+        else:
+            statistics.append(None)
+
+    # method instances: global parameters, then each override's parameters on top
+    instances = [build_method(cfg.method, dict(cfg.parameters))]
+    instance_params = [dict(cfg.parameters)]
+    for o in cfg.overrides:
+        params = {**cfg.parameters, **o.parameters}
+        instances.append(build_method(cfg.method, params))
+        instance_params.append(params)
+    if getattr(instances[0], "models_required", None) and len(experts) != instances[0].models_required:
+        raise TransfuseError(f"merge method {cfg.method!r} takes exactly {instances[0].models_required} models, got {len(experts)}")
+
+    problems: List[str] = []
+    notes: List[str] = []
+    ref_cfg = reference.config()
+    ref_arch = ref_cfg.get("architectures"), ref_cfg.get("model_type")
+    for m, e in zip(cfg.models, experts):
+        if isinstance(e, LoraSource):
+            continue
+        ecfg = e.config()
+        if ref_cfg and ecfg and (ecfg.get("architectures"), ecfg.get("model_type")) != ref_arch:
+            problems.append(
+                f"architecture mismatch: {m.model!r} is {ecfg.get('architectures')} ({ecfg.get('model_type')}), "
+                f"the reference is {ref_arch[0]} ({ref_arch[1]})"
+            )
+
+    ref_infos = reference.infos()
+    ref_ties = bool(ref_cfg.get("tie_word_embeddings", False))
+    expert_infos = [e.infos() for e in experts]
+    tensors: List[TensorPlan] = []
+    for name, (shape, dtype) in ref_infos.items():
+        group = 0
+        for gi, o in enumerate(cfg.overrides, start=1):
+            if fnmatch.fnmatchcase(name, o.pattern):
+                group = gi
+        if not dtype.is_floating_point:
+            tensors.append(TensorPlan(name, shape, dtype, -1))
+            continue
+        tp = TensorPlan(name, shape, out_dtype or dtype, group)
+        for m, e, infos in zip(cfg.models, experts, expert_infos):
+            tp.alias.append(None)
+            tp.rows_in.append(shape[0] if shape else 0)
+            if isinstance(e, LoraSource):
+                if name in infos and infos[name][0] != shape:
+                    problems.append(f"shape mismatch: LoRA {m.model!r} changes {name} as {list(infos[name][0])}, the base has {list(shape)}")
+                continue
+            src_name = name
+            if name not in infos:
+                ecfg = e.config()
+                tied = ecfg.get("tie_word_embeddings", ref_ties)
+                emb = _tied_partner(name, infos)
+                if tied and emb is not None:
+                    tp.alias[-1] = src_name = emb
+                    notes.append(f"{m.model!r} ties {name} to {emb}; its embeddings are used for {name}")
+                else:
+                    problems.append(f"missing tensor: {m.model!r} has no {name} (the reference has it)")
+                    continue
+            eshape, edtype = infos[src_name]
+            if eshape != shape:
+                is_vocab = (
+                    len(eshape) == len(shape) and len(shape) >= 1 and eshape[1:] == shape[1:] and _VOCAB_NAME.search(name)
+                )
+                if not is_vocab:
+                    problems.append(f"shape mismatch: {name} is {list(eshape)} in {m.model!r} but {list(shape)} in the reference")
+                elif cfg.vocab_policy == "error":
+                    problems.append(
+                        f"vocabulary size mismatch: {name} has {eshape[0]} rows in {m.model!r} but {shape[0]} in the reference; "
+                        "set vocab_policy: pad (missing rows come from the reference) or truncate (extra rows dropped)"
+                    )
+                elif cfg.vocab_policy == "pad" and eshape[0] > shape[0]:
+                    problems.append(f"vocabulary: {m.model!r} has more rows in {name} ({eshape[0]} > {shape[0]}); vocab_policy pad only fills missing rows, use truncate")
+                elif cfg.vocab_policy == "truncate" and eshape[0] < shape[0]:
+                    problems.append(f"vocabulary: {m.model!r} has fewer rows in {name} ({eshape[0]} < {shape[0]}); vocab_policy truncate only drops rows, use pad")
+                else:
+                    tp.rows_in[-1] = min(eshape[0], shape[0])
+            if not edtype.is_floating_point:
+                problems.append(f"dtype mismatch: {name} is {edtype} in {m.model!r}, expected a float")
+            elif edtype != dtype:
+                notes.append(f"dtype: {name} is {edtype} in {m.model!r} and {dtype} in the reference (both are read as {compute_dtype})")
+        tensors.append(tp)
+    # tensors an expert has that the reference lacks
+    for m, e, infos in zip(cfg.models, experts, expert_infos):
+        extra = [n for n in infos if n not in ref_infos]
+        if extra:
+            more = f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""
+            what = "LoRA target" if isinstance(e, LoraSource) else "tensor"
+            problems.append(f"extra {what}: {m.model!r} has {extra[0]}{more}, which the reference lacks")
+    if ref_ties is False and "lm_head.weight" not in ref_infos and any("lm_head.weight" in i for i in expert_infos):
+        problems.append("tied embeddings: the reference has no lm_head.weight but a model has one; untie the reference or use it as base")
+    # vocabulary recorded in the configs
+    ref_vocab = ref_cfg.get("vocab_size")
+    for m, e in zip(cfg.models, experts):
+        v = e.config().get("vocab_size") if not isinstance(e, LoraSource) else None
+        if ref_vocab and v and v != ref_vocab and cfg.vocab_policy == "error" and not any("vocabulary" in p for p in problems):
+            problems.append(f"vocabulary size mismatch: {m.model!r} config says {v}, the reference {ref_vocab}; set vocab_policy: pad or truncate")
+    # de-duplicate: one line per kind of problem per model
+    problems = _summarise(problems)
+    notes = _summarise(notes)
+    return Plan(cfg, base, experts, reference, torch.tensor(weights, dtype=torch.float32), per_model, instances,
+                instance_params, tensors, compute_dtype, problems, notes, statistics)
+
+
+def _tied_partner(name: str, infos: Dict[str, Any]) -> Optional[str]:
+    if not name.endswith("lm_head.weight"):
+        return None
+    for cand in ("model.embed_tokens.weight", "transformer.wte.weight", "embed_tokens.weight", "model.decoder.embed_tokens.weight"):
+        if cand in infos:
+            return cand
+    return None
+
+
+def _summarise(lines: List[str], keep: int = 3) -> List[str]:
+    """Keep the first few lines of each kind per model, then one '... and N more' line."""
+    out: List[str] = []
+    seen: Dict[Tuple[str, str], int] = {}
+    for line in dict.fromkeys(lines):
+        parts = line.split("'")
+        kind = (line.split(":")[0], parts[1] if len(parts) > 2 else "")
+        seen[kind] = seen.get(kind, 0) + 1
+        if seen[kind] <= keep:
+            out.append(line)
+    for (kind, model), n in seen.items():
+        if n > keep:
+            out.append(f"{kind}: ... and {n - keep} more like the above" + (f" for {model!r}" if model else ""))
+    return out
+
+
+def describe_plan(plan: Plan) -> Dict[str, Any]:
+    n_merge = sum(1 for t in plan.tensors if t.group >= 0)
+    return {"tensors": len(plan.tensors), "merged": n_merge, "models": len(plan.experts), "method": plan.config.method}
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}

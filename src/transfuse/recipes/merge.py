@@ -1,0 +1,22 @@
+"""``transfuse merge CONFIG [k=v ...] [--check] [--allow-pickle]``: read the config, check, merge."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List
+
+
+def main(config_path: Path, overrides: List[str], *, check: bool, allow_pickle: bool) -> int:
+    from ..merge.api import merge
+
+    result = merge(config_path, overrides, check=check, allow_pickle=allow_pickle, progress=sys.stderr.isatty())
+    if check:
+        for line in result:
+            print(f"problem: {line}")
+        if result:
+            print(f"{len(result)} problem(s) found; the merge would not start", file=sys.stderr)
+            return 2
+        print("ok: the inputs are compatible")
+        return 0
+    print(f"merged model written to {result}")
+    return 0
