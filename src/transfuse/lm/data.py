@@ -1,0 +1,188 @@
+"""Text for causal-LM distillation: plain text, JSONL instruction/chat data, HF datasets, the embedded corpora.
+
+Every sample is a row of (N, T) tensors: ``inputs`` token ids, ``labels`` the next token where it
+counts (-100 elsewhere), ``mask`` the logit positions that count, ``attention_mask``, and
+``index`` the sample id (key of the teacher cache). Chat data counts only response tokens.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any, Dict, List, Sequence, Tuple
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from ..errors import TransfuseError
+
+EMBEDDED = ("pydoc", "lee")
+
+
+class TokenDataset(Dataset):
+    """Token rows; a batch is {"inputs", "labels", "mask", "index", "attention_mask"} (B, T) each, index (B,)."""
+
+    def __init__(self, inputs: Tensor, labels: Tensor, mask: Tensor, attention_mask: Tensor, index: Tensor | None = None) -> None:
+        self.inputs, self.labels, self.mask, self.attention_mask = inputs, labels, mask, attention_mask
+        self.index = torch.arange(len(inputs)) if index is None else index
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def __getitem__(self, i: int) -> Dict[str, Tensor]:
+        return self.__getitems__([i])
+
+    def __getitems__(self, indices: Sequence[int]) -> Dict[str, Tensor]:
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return {
+            "inputs": self.inputs[idx], "labels": self.labels[idx], "mask": self.mask[idx],
+            "index": self.index[idx], "attention_mask": self.attention_mask[idx],
+        }
+
+    def subset(self, positions: Tensor) -> "TokenDataset":
+        return TokenDataset(self.inputs[positions], self.labels[positions], self.mask[positions],
+                            self.attention_mask[positions], self.index[positions])
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha256()
+        for t in (self.inputs, self.mask, self.index):
+            h.update(t.contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+
+def embedded_texts(name: str) -> List[str]:
+    """Documents of a corpus that ships with Python or a package: ``pydoc`` (Python's topic help,
+    465k characters) or ``lee`` (gensim's Lee news corpus, 300 documents; ``pip install gensim``)."""
+    if name == "pydoc":
+        from pydoc_data.topics import topics
+
+        return [topics[k].strip() for k in sorted(topics) if topics[k].strip()]
+    if name == "lee":
+        spec = importlib.util.find_spec("gensim")
+        if spec is None:
+            raise TransfuseError("the lee corpus needs `pip install gensim`; or use data.source=pydoc")
+        path = Path(list(spec.submodule_search_locations)[0]) / "test" / "test_data" / "lee_background.cor"
+        return [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    raise TransfuseError(f"unknown embedded corpus {name!r}; choose one of {', '.join(EMBEDDED)} or give a file path")
+
+
+def _record(obj: Any, where: str) -> Dict[str, Any]:
+    if isinstance(obj, dict):
+        if "messages" in obj and isinstance(obj["messages"], list):
+            return {"messages": obj["messages"]}
+        for p, r in (("prompt", "response"), ("instruction", "output"), ("prompt", "completion"), ("question", "answer")):
+            if p in obj and r in obj:
+                return {"messages": [{"role": "user", "content": str(obj[p])}, {"role": "assistant", "content": str(obj[r])}]}
+        if "text" in obj:
+            return {"text": str(obj["text"])}
+    raise TransfuseError(
+        f"{where}: each record needs 'text', 'messages' (chat turns), or 'prompt' and 'response'; got {str(obj)[:80]!r}"
+    )
+
+
+def load_records(source: str, *, split: str = "train") -> List[Dict[str, Any]]:
+    """Records {"text": ...} or {"messages": [...]} from a corpus name, a .txt/.jsonl file or folder,
+    or ``hf:<dataset name>`` (needs the ``datasets`` package and the data set available)."""
+    if source in EMBEDDED:
+        return [{"text": t} for t in embedded_texts(source)]
+    if source.startswith("hf:"):
+        if importlib.util.find_spec("datasets") is None:
+            raise TransfuseError("hf: data needs `pip install datasets`; or give a local .txt/.jsonl file")
+        import datasets
+
+        try:
+            rows = datasets.load_dataset(source[3:], split=split)
+        except Exception as exc:  # the hub is unreachable or the name is wrong
+            raise TransfuseError(f"could not load Hugging Face data set {source[3:]!r} ({type(exc).__name__}); check the name or use a local file") from None
+        return [_record(dict(r), source) for r in rows]
+    path = Path(source)
+    if not path.exists():
+        raise TransfuseError(f"text data {source!r} is neither a file, a folder nor an embedded corpus ({', '.join(EMBEDDED)})")
+    files = sorted(p for p in path.rglob("*") if p.suffix in (".txt", ".jsonl", ".md")) if path.is_dir() else [path]
+    records: List[Dict[str, Any]] = []
+    for f in files:
+        if f.suffix == ".jsonl":
+            for n, line in enumerate(f.read_text().splitlines(), 1):
+                if line.strip():
+                    try:
+                        records.append(_record(json.loads(line), f"{f}:{n}"))
+                    except json.JSONDecodeError:
+                        raise TransfuseError(f"{f}:{n} is not valid JSON; one JSON object per line") from None
+        else:
+            records += [{"text": block.strip()} for block in f.read_text(errors="replace").split("\n\n") if block.strip()]
+    if not records:
+        raise TransfuseError(f"no text found in {source!r}")
+    return records
+
+
+def _pack_texts(texts: List[str], tokenizer, seq_len: int) -> List[List[int]]:
+    eos = tokenizer.eos_token_id
+    stream: List[int] = []
+    for t in texts:
+        stream += tokenizer(t, add_special_tokens=False)["input_ids"] + ([eos] if eos is not None else [])
+    return [stream[i : i + seq_len] for i in range(0, len(stream) - 1, seq_len) if len(stream[i : i + seq_len]) > 1]
+
+
+def _chat_rows(messages: List[Dict[str, str]], tokenizer) -> Tuple[List[int], List[int]]:
+    """Token ids of a conversation and, per token, 1 where it belongs to an assistant response."""
+    def ids(text: str) -> List[int]:
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    if getattr(tokenizer, "chat_template", None):
+        full = ids(tokenizer.apply_chat_template(messages, tokenize=False))
+        counted = [0] * len(full)
+        for i, m in enumerate(messages):
+            if m.get("role") != "assistant":
+                continue
+            start = len(ids(tokenizer.apply_chat_template(messages[:i], tokenize=False, add_generation_prompt=True)))
+            end = len(ids(tokenizer.apply_chat_template(messages[: i + 1], tokenize=False)))
+            for j in range(start, min(end, len(full))):
+                counted[j] = 1
+        return full, counted
+    full, counted = [], []
+    for m in messages:
+        piece = ids(m["content"] + "\n")
+        full += piece
+        counted += [int(m.get("role") == "assistant")] * len(piece)
+    return full, counted
+
+
+def tokenize_records(records: List[Dict[str, Any]], tokenizer, *, seq_len: int = 128) -> TokenDataset:
+    """Plain text is packed into windows of ``seq_len`` tokens (all counted); each chat record is one
+    row, truncated to ``seq_len``, counting only its response tokens."""
+    if seq_len < 2:
+        raise TransfuseError("seq_len must be at least 2")
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    rows: List[Tuple[List[int], List[int]]] = []
+    texts = [r["text"] for r in records if "text" in r]
+    rows += [(w, [1] * len(w)) for w in _pack_texts(texts, tokenizer, seq_len)] if texts else []
+    for r in records:
+        if "messages" in r:
+            ids, counted = _chat_rows(r["messages"], tokenizer)
+            if any(counted[1:seq_len]):
+                rows.append((ids[:seq_len], counted[:seq_len]))
+    if not rows:
+        raise TransfuseError("the data gave no sample with a counted token; check the records or raise seq_len")
+    n = len(rows)
+    inputs = torch.full((n, seq_len), pad, dtype=torch.long)
+    labels = torch.full((n, seq_len), -100, dtype=torch.long)
+    mask = torch.zeros(n, seq_len, dtype=torch.bool)
+    attn = torch.zeros(n, seq_len, dtype=torch.long)
+    for i, (ids, counted) in enumerate(rows):
+        L = len(ids)
+        inputs[i, :L] = torch.tensor(ids)
+        attn[i, :L] = 1
+        nxt = torch.tensor(counted[1:L], dtype=torch.bool)  # the logit at t predicts token t + 1
+        mask[i, : L - 1] = nxt
+        labels[i, : L - 1] = torch.where(nxt, torch.tensor(ids[1:L]), torch.tensor(-100))
+    return TokenDataset(inputs, labels, mask, attn)
+
+
+def split_records(records: List[Dict[str, Any]], *, held_out: float = 0.1) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]]]:
+    """Deterministic split by record: every k-th record is held out."""
+    if not 0.0 < held_out < 1.0:
+        raise TransfuseError("held_out must lie strictly between 0 and 1")
+    every = max(2, round(1 / held_out))
+    return [r for i, r in enumerate(records) if i % every], [r for i, r in enumerate(records) if i % every == 0]
