@@ -87,3 +87,18 @@ def tokens(features: Tensor) -> Tensor:
     if features.dim() == 3:
         return features
     raise ValueError(f"cannot read features of shape {tuple(features.shape)} as tokens")
+
+
+def penultimate_width(model: nn.Module) -> int:
+    """in_features of the model's last nn.Linear: the width of its ``"penultimate"`` features."""
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise TransfuseError(f"{type(model).__name__} has no nn.Linear head; give the feature width explicitly")
+    return linears[-1].in_features
+
+
+def teacher_model(teacher) -> "nn.Module | None":
+    """The nn.Module behind a teacher argument: a module, a source holding ``.model``, or None."""
+    if teacher is None or isinstance(teacher, nn.Module):
+        return teacher
+    return getattr(teacher, "model", None)

@@ -1,0 +1,91 @@
+"""Data-free distillation: a generator synthesises the inputs; the student never sees the data."""
+from __future__ import annotations
+
+import math
+from typing import List, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..signals import Batch, Outputs
+from . import Objective, objectives
+from ._features import teacher_model
+from ._functional import kl
+
+
+def _generator(noise_dim: int, hidden: int, out: int) -> nn.Module:
+    return nn.Sequential(nn.Linear(noise_dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.BatchNorm1d(hidden), nn.ReLU(), nn.Linear(hidden, out))
+
+
+@objectives.register("datafree")
+class DataFreeKD(Objective):
+    """Data-free KD as used by AF-STip (Knowledge Migration for smart contracts, METHODS.md A): a generator synthesises inputs the teacher labels and the student learns from; no code was found, so the generator objective follows the data-free KD literature (DAFL one-hot + information entropy, DFAD adversarial disagreement) and is this library's choice (unverified for AF-STip).
+
+    ``prepare`` (needs ``bind(student, teacher=model)``) takes ``gen_steps`` Adam steps on the
+    generator to lower oh_weight CE(t(x), argmax t(x)) - ie_weight H(mean_batch p_t(x))
+    - adv_weight mean|z_t(x) - z_s(x)|, then replaces the batch by fresh synthetic inputs of the
+    same shape with no labels and no sample ids: the real inputs are never shown to either model.
+    Loss: T^2 KL(p_t || p_s) on the synthetic batch. The generator is a submodule (saved in
+    checkpoints), built at the first batch from its shape or from ``in_shape``.
+    """
+
+    is_divergence = True
+
+    def __init__(self, *, temperature: float = 4.0, noise_dim: int = 64, hidden: int = 256, gen_lr: float = 1e-3, gen_steps: int = 1,
+                 oh_weight: float = 1.0, ie_weight: float = 5.0, adv_weight: float = 1.0, input_scale: float = 3.0, in_shape: List[int] = []) -> None:  # noqa: B006
+        super().__init__()
+        self.temperature, self.noise_dim, self.hidden = temperature, noise_dim, hidden
+        self.gen_lr, self.gen_steps, self.input_scale = gen_lr, gen_steps, input_scale
+        self.oh_weight, self.ie_weight, self.adv_weight = oh_weight, ie_weight, adv_weight
+        self.in_shape = tuple(in_shape)
+        self.generator: Optional[nn.Module] = _generator(noise_dim, hidden, math.prod(self.in_shape)) if self.in_shape else None
+        self._models: list = []
+        self._opt: Optional[torch.optim.Optimizer] = None
+
+    def bind(self, student: nn.Module, teacher: Optional[nn.Module] = None) -> None:
+        model = teacher_model(teacher)
+        if model is not None or not self._models:
+            self._models = [student, model]
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        key = prefix + "generator.6.weight"
+        if self.generator is None and key in state_dict:
+            self.generator = _generator(self.noise_dim, self.hidden, state_dict[key].shape[0])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def synthesise(self, n: int, generator: torch.Generator, device: torch.device) -> Tensor:
+        z = torch.randn(n, self.noise_dim, generator=generator).to(device)
+        return (torch.tanh(self.generator(z)) * self.input_scale).view((n,) + self.in_shape)
+
+    def prepare(self, batch: Batch, *, generator: torch.Generator) -> Batch:
+        if not self._models or self._models[1] is None:
+            raise ValueError("datafree needs the live teacher model: call objective.bind(student, teacher=teacher_model)")
+        student, teacher = self._models
+        n, device = batch.size, batch.inputs.device
+        if self.generator is None:
+            self.in_shape = tuple(batch.inputs.shape[1:])
+            self.generator = _generator(self.noise_dim, self.hidden, math.prod(self.in_shape)).to(device)
+        params = list(self.generator.parameters())
+        if self._opt is None:
+            self._opt = torch.optim.Adam(params, lr=self.gen_lr)
+        self.generator.train()
+        for _ in range(self.gen_steps):
+            with torch.enable_grad():
+                x = self.synthesise(n, generator, device)
+                t, s = teacher(x).float(), student(x).float()
+                p_mean = t.softmax(-1).mean(0)
+                entropy = -(p_mean * p_mean.clamp_min(1e-12).log()).sum()
+                loss = self.oh_weight * F.cross_entropy(t, t.argmax(-1)) - self.ie_weight * entropy - self.adv_weight * (t - s).abs().mean()
+                grads = torch.autograd.grad(loss, params, allow_unused=True)
+            for p, g in zip(params, grads):
+                p.grad = None if g is None else g.detach()
+            self._opt.step()
+            for p in params:
+                p.grad = None
+        with torch.no_grad():
+            x = self.synthesise(n, generator, device)
+        return Batch(inputs=x, labels=None, index=None, mask=None, extra={})
+
+    def forward(self, student: Outputs, teacher: Outputs, batch: Batch) -> Tensor:
+        return kl(teacher.logits.detach(), student.logits, self.temperature).mean() * self.temperature**2
