@@ -29,6 +29,8 @@ class DataFreeKD(Objective):
     Loss: T^2 KL(p_t || p_s) on the synthetic batch. The generator is a submodule (saved in
     checkpoints), built at the first batch from its shape or from ``in_shape``.
     """
+    #: prepare() changes the inputs, so the teacher must run live on them (no logits cache).
+    changes_inputs = True
 
     is_divergence = True
 

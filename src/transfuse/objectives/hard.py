@@ -41,6 +41,8 @@ class HardAugmentationKD(Objective):
     alpha T^2 KL + (1 - alpha) CE on all rows. The augmentor is a submodule (saved in
     checkpoints) with its own optimizer; the loop's optimizer never gets its gradients.
     """
+    #: prepare() changes the inputs, so the teacher must run live on them (no logits cache).
+    changes_inputs = True
 
     def __init__(self, *, alpha: float = 0.9, temperature: float = 4.0, max_shift: float = 0.3, teacher_weight: float = 1.0,
                  aug_lr: float = 1e-3, aug_steps: int = 1, noise_dim: int = 8, hidden: int = 32) -> None:

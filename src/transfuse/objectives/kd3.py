@@ -27,6 +27,8 @@ class DistributionShiftKD(Objective):
     (MixStyle on the inputs); teacher and student both see it. The classifier alignment of the
     paper is not implemented.
     """
+    #: prepare() changes the inputs, so the teacher must run live on them (no logits cache).
+    changes_inputs = True
 
     student_features = (PENULTIMATE,)
     teacher_features = (PENULTIMATE,)

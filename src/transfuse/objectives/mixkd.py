@@ -25,6 +25,8 @@ class MixKD(Objective):
     rows (drawn with replacement, as the official code) get lambda = 1. The loss is
     gamma * CE(soft mixed labels, s/std(s)) + alpha * KL(softmax(t/std(t)) || softmax(s/std(s))).
     """
+    #: prepare() changes the inputs, so the teacher must run live on them (no logits cache).
+    changes_inputs = True
 
     is_divergence = True
 

@@ -25,6 +25,8 @@ class SelfSupervisedLabelAugmentation(Objective):
     The aggregated prediction is the mean over r of the joint logits of (row r, class c, rotation r),
     detached as in the official code. No teacher.
     """
+    #: prepare() changes the inputs, so the teacher must run live on them (no logits cache).
+    changes_inputs = True
 
     needs_teacher = False
     student_features = (PENULTIMATE,)
