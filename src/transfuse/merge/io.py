@@ -305,8 +305,9 @@ def _pickle_or_refuse(path: Path, file: Path, config_dir: Path, allow_pickle: bo
 
 
 def sha256_files(files: List[Path]) -> str:
+    """sha256 of the files' bytes concatenated in file-name order (one digest per input)."""
     h = hashlib.sha256()
-    for f in files:
+    for f in sorted(files, key=lambda p: p.name):
         with open(f, "rb") as fh:
             while True:
                 block = fh.read(1 << 24)
