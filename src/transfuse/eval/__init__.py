@@ -1,0 +1,26 @@
+"""Evaluation: metrics over tensors, a batched evaluation helper, and reports (Markdown, JSON, PNG)."""
+from .evaluate import evaluate, evaluate_model
+from .metrics import (
+    accuracy,
+    agreement,
+    count_parameters,
+    expected_calibration_error,
+    kl_to_teacher,
+    latency_ms_per_1000,
+    reliability_bins,
+)
+from .report import markdown_table, write_report
+
+__all__ = [
+    "accuracy",
+    "agreement",
+    "count_parameters",
+    "evaluate",
+    "evaluate_model",
+    "expected_calibration_error",
+    "kl_to_teacher",
+    "latency_ms_per_1000",
+    "markdown_table",
+    "reliability_bins",
+    "write_report",
+]
