@@ -165,7 +165,8 @@ def train(
     torch.manual_seed(seed)
     accelerator = Accelerator(
         mixed_precision=mixed_precision,
-        cpu=cpu,
+        # Without cpu=True, Accelerate ignores a multi-process launch on a machine with no GPU.
+        cpu=cpu or not torch.cuda.is_available(),
         dataloader_config=DataLoaderConfiguration(split_batches=True),
     )
     output = Path(output_dir) if output_dir is not None else None
@@ -237,10 +238,14 @@ def train(
     for epoch in range(start_epoch, epochs):
         if step >= total_steps:
             break
-        if sampler is not None and hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(epoch)
         skip = position if epoch == start_epoch else 0
         epoch_loader = accelerator.skip_first_batches(loader, skip) if skip else loader
+        # Accelerate's loaders re-seed their sampler from their own iteration counter on __iter__;
+        # set it to the real epoch so a resumed run sees the same order.
+        if hasattr(epoch_loader, "set_epoch"):
+            epoch_loader.set_epoch(epoch)
+        elif sampler is not None and hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
         micro_iter = iter(epoch_loader)
         pos = skip
         loss_sum, correct, labelled, n_steps = 0.0, 0, 0, 0

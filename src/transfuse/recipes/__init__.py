@@ -1,0 +1,1 @@
+"""Recipes: one module per command, its config class + main(cfg), readable top to bottom."""

@@ -1,0 +1,316 @@
+"""`transfuse distill RECIPE.yaml [key=value ...]`: any distillation a YAML recipe describes.
+
+config -> data -> student, teacher source, objective -> loop -> evaluation -> saved student + report.
+Every check on the user's input runs before anything is written.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Literal, Optional
+
+import torch
+from pydantic import Field
+from safetensors.torch import save_file
+from torch import nn
+
+from ..config import Strict, load_config
+from ..errors import TransfuseError
+
+CONFIGS = Path(__file__).parent / "configs"
+
+
+class ModelSpec(Strict):
+    name: str
+    params: Dict[str, Any] = Field(default_factory=dict)
+    weights: Optional[str] = None  # a .safetensors file, or "builtin:<asset>" for weights shipped with transfuse
+
+
+class TeacherSpec(ModelSpec):
+    cache: bool = True  # run the teacher once over the training data and reuse its logits
+    cache_dir: str = "~/.cache/transfuse/teachers"
+    cache_path: Optional[str] = None
+
+
+class ObjectiveSpec(Strict):
+    name: str = "kd"
+    params: Dict[str, Any] = Field(default_factory=dict)
+
+
+class DataSpec(Strict):
+    name: str
+    params: Dict[str, Any] = Field(default_factory=dict)
+    batch_size: int = Field(128, gt=0)
+    eval_batch_size: int = Field(1000, gt=0)
+
+
+class OptimSpec(Strict):
+    name: Literal["adamw", "adam", "sgd"] = "adamw"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    momentum: float = Field(0.9, ge=0)
+    schedule: Literal["constant", "cosine", "linear", "onecycle"] = "onecycle"
+    warmup_steps: int = Field(0, ge=0)
+    grad_clip: Optional[float] = Field(None, gt=0)
+
+
+class TrainSpec(Strict):
+    epochs: int = Field(10, gt=0)
+    max_steps: Optional[int] = Field(None, gt=0)
+    grad_accum: int = Field(1, gt=0)
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    seed: int = 0
+    checkpoint_every: int = Field(0, ge=0)  # steps; 0 = at each epoch end
+    log_every: int = Field(50, gt=0)
+    progress: Optional[bool] = None  # None: a bar when stderr is a terminal
+
+
+class EvalSpec(Strict):
+    latency: bool = True
+    bins: int = Field(15, gt=1)
+    each_epoch: bool = True
+
+
+class DistillConfig(Strict):
+    student: ModelSpec
+    teacher: Optional[TeacherSpec] = None
+    objective: ObjectiveSpec = Field(default_factory=ObjectiveSpec)
+    data: DataSpec
+    optim: OptimSpec = Field(default_factory=OptimSpec)
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    eval: EvalSpec = Field(default_factory=EvalSpec)
+    output: str = "runs/distill"
+    overwrite: bool = False
+
+
+def shipped_recipes() -> Dict[str, str]:
+    """name -> first comment line of each recipe shipped in the package."""
+    out = {}
+    for path in sorted(CONFIGS.glob("*.yaml")):
+        first = path.read_text().splitlines()[0] if path.read_text() else ""
+        out[path.stem] = first.lstrip("# ").strip()
+    return out
+
+
+def resolve_recipe(recipe: str | Path) -> Path:
+    """A path, or the name of a shipped recipe ("kd" -> recipes/configs/kd.yaml)."""
+    path = Path(recipe)
+    if path.exists():
+        return path
+    shipped = CONFIGS / f"{recipe}.yaml"
+    if shipped.exists():
+        return shipped
+    from ..errors import closest
+
+    raise TransfuseError(
+        f"recipe {str(recipe)!r} is neither a file nor a shipped recipe.{closest(str(recipe), shipped_recipes())} "
+        "Run `transfuse list recipes`."
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# building the pieces
+
+
+def load_weights(model: nn.Module, weights: str, *, what: str) -> nn.Module:
+    """Load a .safetensors file (or a builtin asset) into ``model``, with clear errors."""
+    from safetensors.torch import load_file
+
+    if weights.startswith("builtin:"):
+        from ..assets import builtin_weights
+
+        path = builtin_weights(weights.split(":", 1)[1])
+    else:
+        path = Path(weights).expanduser()
+        if not path.exists():
+            raise TransfuseError(f"{what} weights {weights!r} do not exist; check the path")
+        if path.suffix != ".safetensors":
+            raise TransfuseError(f"{what} weights must be a .safetensors file (pickle files can run code); got {weights!r}")
+    try:
+        state = load_file(str(path))
+    except Exception as exc:
+        raise TransfuseError(f"{what} weights {str(path)!r} are unreadable ({exc})") from None
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise TransfuseError(
+            f"{what} weights {str(path)!r} do not fit the model: missing {sorted(missing)[:3]}, "
+            f"unexpected {sorted(unexpected)[:3]}; check the model name and params"
+        )
+    return model
+
+
+@dataclass
+class Pieces:
+    data: Any
+    student: nn.Module
+    teacher_model: Optional[nn.Module]
+    objective: Any
+
+
+def build_pieces(cfg: DistillConfig) -> Pieces:
+    """Data, student, teacher model and objective, each checked; nothing is written."""
+    from ..data import build_data
+    from ..models import build_model
+    from ..objectives import build_objective
+
+    data = build_data(cfg.data.name, cfg.data.params)
+    student = build_model(cfg.student.name, cfg.student.params, in_shape=data.in_shape, num_classes=data.num_classes)
+    if cfg.student.weights:
+        load_weights(student, cfg.student.weights, what="student")
+    objective = build_objective(cfg.objective.name, cfg.objective.params)
+    teacher = None
+    if cfg.teacher is not None:
+        teacher = build_model(cfg.teacher.name, cfg.teacher.params, in_shape=data.in_shape, num_classes=data.num_classes)
+        if cfg.teacher.weights:
+            load_weights(teacher, cfg.teacher.weights, what="teacher")
+        teacher.eval()
+        _check_class_counts(teacher, student, data)
+    elif objective.needs_teacher:
+        raise TransfuseError(
+            f"objective {cfg.objective.name!r} needs a teacher; add a `teacher:` section or use objective.name=ce"
+        )
+    return Pieces(data=data, student=student, teacher_model=teacher, objective=objective)
+
+
+def _check_class_counts(teacher: nn.Module, student: nn.Module, data: Any) -> None:
+    from ..signals import as_outputs
+
+    probe = data.train.inputs[:2]
+    with torch.inference_mode():
+        t = as_outputs(teacher(probe)).logits.shape[-1]
+        s = as_outputs(student.eval()(probe)).logits.shape[-1]
+    student.train()
+    if t != s:
+        raise TransfuseError(f"the teacher predicts {t} classes but the student {s}; give both the same number of classes")
+    if s != data.num_classes:
+        raise TransfuseError(f"the models predict {s} classes but data {data.name!r} has {data.num_classes}")
+
+
+def teacher_source(cfg: DistillConfig, pieces: Pieces):
+    """A cached teacher (logits computed once, reused across runs) or the live frozen model."""
+    from ..cache import CachedTeacher, build_or_load_logits_cache
+    from ..teachers import FrozenTeacher
+
+    if pieces.teacher_model is None:
+        return None
+    if not cfg.teacher.cache:
+        return FrozenTeacher(pieces.teacher_model)
+    train = pieces.data.train
+    cache = build_or_load_logits_cache(
+        pieces.teacher_model,
+        train.inputs,
+        train.index,
+        data_fingerprint=pieces.data.fingerprint,
+        cache_dir=Path(cfg.teacher.cache_dir).expanduser(),
+        cache_path=cfg.teacher.cache_path,
+    )
+    return CachedTeacher(cache)
+
+
+# ---------------------------------------------------------------------------------------------
+# the run
+
+
+def prepare_output(cfg: DistillConfig, resume: bool) -> Path:
+    out = Path(cfg.output)
+    if (out / "student.safetensors").exists() and not (resume or cfg.overwrite):
+        raise TransfuseError(
+            f"output folder {str(out)!r} already holds a finished run; choose another output=... or set overwrite=true"
+        )
+    if resume and not (out / "checkpoints" / "latest").exists():
+        raise TransfuseError(f"nothing to resume in {str(out)!r}: it has no checkpoint; run without --resume")
+    return out
+
+
+def save_student(model: nn.Module, folder: Path, config: Dict[str, Any]) -> None:
+    """student.safetensors + config.json, each written to a temp file then renamed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+    os.close(fd)
+    save_file(state, tmp)
+    os.replace(tmp, folder / "student.safetensors")
+    tmp_cfg = folder / ".config.json.tmp"
+    tmp_cfg.write_text(json.dumps(config, indent=2))
+    os.replace(tmp_cfg, folder / "run_config.json")
+
+
+def run(cfg: DistillConfig, *, resume: bool = False) -> Dict[str, Any]:
+    """Run a validated config; returns the final metrics."""
+    from ..distill.loop import make_loader, train
+    from ..eval import evaluate_model, write_report
+
+    out = prepare_output(cfg, resume)
+    pieces = build_pieces(cfg)
+    source = teacher_source(cfg, pieces)
+    data = pieces.data
+    teacher_test_logits = None
+    if pieces.teacher_model is not None and data.test is not None:
+        from ..cache.logits import compute_logits
+
+        teacher_test_logits = compute_logits(pieces.teacher_model, data.test.inputs, batch_size=cfg.data.eval_batch_size)
+
+    def per_epoch(model: nn.Module) -> Dict[str, Any]:
+        if data.test is None or not cfg.eval.each_epoch:
+            return {}
+        m = evaluate_model(model, data.test, teacher_logits=teacher_test_logits, batch_size=cfg.data.eval_batch_size, bins=cfg.eval.bins)
+        return {"test_accuracy": m["accuracy"]}
+
+    loader = make_loader(data.train, batch_size=cfg.data.batch_size, seed=cfg.train.seed)
+    result = train(
+        student=pieces.student,
+        teacher=source,
+        objective=pieces.objective,
+        train_loader=loader,
+        epochs=cfg.train.epochs,
+        max_steps=cfg.train.max_steps,
+        optimizer=cfg.optim.name,
+        lr=cfg.optim.lr,
+        weight_decay=cfg.optim.weight_decay,
+        momentum=cfg.optim.momentum,
+        schedule=cfg.optim.schedule,
+        warmup_steps=cfg.optim.warmup_steps,
+        grad_accum=cfg.train.grad_accum,
+        grad_clip=cfg.optim.grad_clip,
+        mixed_precision=cfg.train.mixed_precision,
+        seed=cfg.train.seed,
+        output_dir=out,
+        checkpoint_every=cfg.train.checkpoint_every,
+        resume=resume,
+        evaluate=per_epoch,
+        progress=cfg.train.progress,
+        log_every=cfg.train.log_every,
+    )
+    metrics: Dict[str, Any] = {"samples_per_second": result.samples_per_second, "steps": result.steps}
+    reliability = {}
+    if data.test is not None:
+        m = evaluate_model(
+            result.student, data.test, teacher_logits=teacher_test_logits, batch_size=cfg.data.eval_batch_size,
+            bins=cfg.eval.bins, latency=cfg.eval.latency,
+        )
+        reliability["student"] = (m.pop("probs"), m.pop("labels"))
+        m.pop("logits", None)
+        metrics.update(m)
+    save_student(result.student, out, cfg.model_dump())
+    write_report(
+        out / "report",
+        rows=[{"run": "student", **{k: v for k, v in metrics.items() if not isinstance(v, (list, dict))}}],
+        curves={"student": result.history},
+        reliability=reliability,
+        title=f"transfuse distill: {cfg.objective.name}",
+    )
+    return metrics
+
+
+def main(recipe: str | Path, overrides: List[str], *, resume: bool = False) -> Dict[str, Any]:
+    from rich.console import Console
+
+    cfg = load_config(DistillConfig, resolve_recipe(recipe), overrides)
+    metrics = run(cfg, resume=resume)
+    shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items() if not isinstance(v, (list, dict))}
+    Console().print(f"[bold]done[/bold]: {cfg.output}/student.safetensors  {shown}")
+    return metrics
