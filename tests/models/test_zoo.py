@@ -44,6 +44,7 @@ def test_parameter_counts_by_hand():
     expected = (9 * 32 + 32) + (9 * 32 * 64 + 64) + (64 * 7 * 7 * 128 + 128) + (128 * 10 + 10)
     assert expected == 421_642
     assert count_parameters(build_model("cnn", None, in_shape=(1, 28, 28), num_classes=10)) == expected
+    assert count_parameters(build_model("mlp", {"hidden": 32}, in_shape=(1, 28, 28), num_classes=10)) == 25_450
     # mlp with no hidden layer is logistic regression.
     assert count_parameters(build_model("mlp", {"hidden": []}, in_shape=(4,), num_classes=3)) == 4 * 3 + 3
 

@@ -5,7 +5,7 @@ default channels (32, 64) and hidden 128 it has 421,642 parameters for 1x28x28 i
 """
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+from typing import Sequence, Tuple, Union
 
 from torch import Tensor, nn
 
@@ -39,11 +39,12 @@ def cnn(
     *,
     in_shape: Tuple[int, ...],
     num_classes: int,
-    channels: Sequence[int] = (32, 64),
+    channels: Union[int, Sequence[int]] = (32, 64),
     hidden: int = 128,
     dropout: float = 0.0,
 ) -> nn.Module:
     """Small LeNet-style CNN (LeCun et al. 1998): conv3x3-ReLU-pool per channels entry, then two linear layers; 0.42M params at 1x28x28."""
+    channels = [channels] if isinstance(channels, int) else list(channels)  # one int means one entry
     shape = tuple(int(s) for s in in_shape)
     if len(shape) == 2:  # (H, W) grey images
         shape = (1,) + shape

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence, Tuple
+from typing import Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -33,10 +33,11 @@ def mlp(
     *,
     in_shape: Tuple[int, ...],
     num_classes: int,
-    hidden: Sequence[int] = (128,),
+    hidden: Union[int, Sequence[int]] = (128,),
     dropout: float = 0.0,
 ) -> nn.Module:
     """MLP over flattened inputs; hidden lists the hidden layer widths (empty: a linear classifier)."""
+    hidden = [hidden] if isinstance(hidden, int) else list(hidden)  # one int means one entry
     if any(int(h) < 1 for h in hidden):
         raise TransfuseError(f"mlp hidden widths must be positive; got {list(hidden)}")
     if not 0.0 <= dropout < 1.0:

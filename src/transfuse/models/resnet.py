@@ -6,7 +6,7 @@ average pooling and a linear head. Defaults give 77,754 parameters for 1x28x28 a
 """
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+from typing import Sequence, Tuple, Union
 
 from torch import Tensor, nn
 
@@ -58,9 +58,10 @@ def resnet(
     in_shape: Tuple[int, ...],
     num_classes: int,
     width: int = 16,
-    blocks: Sequence[int] = (1, 1, 1),
+    blocks: Union[int, Sequence[int]] = (1, 1, 1),
 ) -> nn.Module:
     """Small ResNet with BasicBlocks (He et al. 2016, CIFAR layout) for 28x28 images; blocks per stage, widths width*2^i."""
+    blocks = [blocks] if isinstance(blocks, int) else list(blocks)  # one int means one entry
     if len(in_shape) != 3:
         raise TransfuseError(f"resnet needs image inputs shaped (C, H, W); got in_shape {tuple(in_shape)}")
     if width < 1 or not blocks or any(int(b) < 1 for b in blocks):
