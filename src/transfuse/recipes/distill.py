@@ -134,7 +134,14 @@ def load_weights(model: nn.Module, weights: str, *, what: str) -> nn.Module:
         state = load_file(str(path))
     except Exception as exc:
         raise TransfuseError(f"{what} weights {str(path)!r} are unreadable ({exc})") from None
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches, e.g. a head for another number of classes
+        detail = next((l.strip() for l in str(exc).splitlines() if "size mismatch" in l), str(exc).splitlines()[0])
+        raise TransfuseError(
+            f"{what} weights {str(path)!r} do not fit the model ({detail}); "
+            "check the model name, its params and the data's number of classes"
+        ) from None
     if missing or unexpected:
         raise TransfuseError(
             f"{what} weights {str(path)!r} do not fit the model: missing {sorted(missing)[:3]}, "
