@@ -35,3 +35,14 @@ def test_helpers():
     assert isinstance(teacher_model(holder), nn.Module) and teacher_model(None) is None
     assert tokens(torch.zeros(2, 5)).shape == (2, 1, 5)
     assert tokens(torch.zeros(2, 5, 3, 4)).shape == (2, 12, 5)
+
+
+@pytest.mark.parametrize("name", ["sla", "trg", "talking", "kd3"])
+def test_missing_features_say_what_to_do(name):
+    from transfuse.objectives import build_objective
+    from transfuse.signals import Batch, Outputs
+
+    obj = build_objective(name, {"teacher_dim": 3} if name in ("trg", "kd3") else ({"student_dim": 3, "teacher_dim": 3} if name == "talking" else {}))
+    batch = Batch(inputs=torch.zeros(2, 1, 2, 2), labels=torch.tensor([0, 1]), extra={"sla_rotations": 4})
+    with pytest.raises(TransfuseError, match="forward_with_features"):
+        obj(Outputs(logits=torch.zeros(8, 2)), Outputs(logits=torch.zeros(8, 2)), batch)

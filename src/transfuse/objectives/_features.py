@@ -102,3 +102,14 @@ def teacher_model(teacher) -> "nn.Module | None":
     if teacher is None or isinstance(teacher, nn.Module):
         return teacher
     return getattr(teacher, "model", None)
+
+
+def hidden(outputs: Outputs, path: str, *, objective: str, side: str = "student") -> Tensor:
+    """``outputs.hidden[path]``, or one sentence saying that the loop must capture it."""
+    if path not in outputs.hidden:
+        raise TransfuseError(
+            f"objective {objective!r} needs the {side}'s features at {path!r}, but they were not captured; run the {side} "
+            f"through transfuse.objectives._features.forward_with_features(model, inputs, objective.{side}_features)"
+            + (" with a live teacher (cache: false)" if side == "teacher" else "")
+        )
+    return outputs.hidden[path]

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from ..signals import Batch, Outputs
 from . import Objective, objectives
-from ._features import PENULTIMATE, penultimate_width, teacher_model
+from ._features import PENULTIMATE, hidden, penultimate_width, teacher_model
 from ._functional import cross_entropy, kl
 
 
@@ -72,8 +72,8 @@ class DistributionShiftKD(Objective):
         c = (p_t.gather(-1, y_t) + student.logits.detach().float().softmax(-1).gather(-1, y_t)).squeeze(-1) / 2  # (B,)
         chosen = c >= self.threshold
         self.selected_share.fill_(float(chosen.float().mean()))
-        h_s = F.normalize(self.projector(student.hidden[PENULTIMATE].flatten(1).float()), dim=-1)
-        h_t = F.normalize(teacher.hidden[PENULTIMATE].flatten(1).detach().float(), dim=-1)
+        h_s = F.normalize(self.projector(hidden(student, PENULTIMATE, objective="kd3").flatten(1).float()), dim=-1)
+        h_t = F.normalize(hidden(teacher, PENULTIMATE, objective="kd3", side="teacher").flatten(1).detach().float(), dim=-1)
         per_sample = kl(t, student.logits, self.temperature) * self.temperature**2 + self.feature_weight * ((h_s - h_t) ** 2).sum(-1)
         weight = c * chosen
         loss = (weight * per_sample).sum() / chosen.sum().clamp_min(1)

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from ..signals import Batch, Outputs
 from . import Objective, objectives
-from ._features import PENULTIMATE
+from ._features import PENULTIMATE, hidden
 
 ROTATIONS = 4
 
@@ -56,7 +56,7 @@ class SelfSupervisedLabelAugmentation(Objective):
     def forward(self, student: Outputs, teacher: Outputs, batch: Batch) -> Tensor:
         if batch.extra.get("sla_rotations") != ROTATIONS:
             raise ValueError("sla needs the batch from its prepare() (the 4 rotations of each image)")
-        feats = student.hidden[PENULTIMATE].flatten(1)  # (4B, D)
+        feats = hidden(student, PENULTIMATE, objective="sla").flatten(1)  # (4B, D)
         joint = self.joint(feats).float()  # (4B, 4C)
         single = student.logits.float()[::ROTATIONS]  # (B, C) unrotated rows
         labels = batch.labels[::ROTATIONS]  # (B,)

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from ..signals import Batch, Outputs
 from . import Objective, objectives
-from ._features import PENULTIMATE, penultimate_width, teacher_model
+from ._features import PENULTIMATE, hidden, penultimate_width, teacher_model
 from ._functional import cross_entropy, kl
 
 
@@ -56,8 +56,8 @@ class TalkingModels(Objective):
     def forward(self, student: Outputs, teacher: Outputs, batch: Batch) -> Tensor:
         if not hasattr(self, "enc_s") or not hasattr(self, "enc_t"):
             raise ValueError("talking needs student_dim and teacher_dim, or bind(student, teacher=model) to read them")
-        h_s = student.hidden[PENULTIMATE].flatten(1).float()  # (B, D_s)
-        h_t = teacher.hidden[PENULTIMATE].flatten(1).detach().float()  # (B, D_t)
+        h_s = hidden(student, PENULTIMATE, objective="talking").flatten(1).float()  # (B, D_s)
+        h_t = hidden(teacher, PENULTIMATE, objective="talking", side="teacher").flatten(1).detach().float()  # (B, D_t)
         m_s, m_t = self.enc_s(h_s), self.enc_t(h_t)  # (B, m)
         recon = F.mse_loss(self.dec_t(m_t), h_t) + F.mse_loss(self.dec_s(self.enc_s(h_s.detach())), h_s.detach())
         interaction = F.mse_loss(h_s, self.dec_s(m_t).detach()) + F.mse_loss(m_s, m_t.detach())

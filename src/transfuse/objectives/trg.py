@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from ..signals import Batch, Outputs
 from . import Objective, objectives
-from ._features import PENULTIMATE, penultimate_width, teacher_model, tokens
+from ._features import PENULTIMATE, hidden, penultimate_width, teacher_model, tokens
 from ._functional import cross_entropy, kl
 
 
@@ -52,8 +52,8 @@ class TokenRelationGraphKD(Objective):
     def forward(self, student: Outputs, teacher: Outputs, batch: Batch) -> Tensor:
         if self.projector is None:
             raise ValueError("trg needs teacher_dim (the teacher feature width) or bind(student, teacher=model)")
-        h_s = tokens(student.hidden[self.student_features[0]]).float()  # (B, N_s, D_s)
-        h_t = tokens(teacher.hidden[self.teacher_features[0]]).detach().float()  # (B, N_t, D_t)
+        h_s = tokens(hidden(student, self.student_features[0], objective="trg")).float()  # (B, N_s, D_s)
+        h_t = tokens(hidden(teacher, self.teacher_features[0], objective="trg", side="teacher")).detach().float()  # (B, N_t, D_t)
         h_s, h_t = _match_tokens(self.projector(h_s), h_t)
         z_s, z_t = F.normalize(h_s, dim=-1), F.normalize(h_t, dim=-1)
         node = ((z_s - z_t) ** 2).sum(-1).mean()
