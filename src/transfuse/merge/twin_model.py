@@ -143,7 +143,7 @@ def train_router(twin: TwinModel, batches: Iterable[Tuple[Tensor, Tensor]], *, e
             opt.zero_grad()
             loss.backward()
             opt.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
     return losses
 
 

@@ -9,6 +9,10 @@ from typing import List
 def main(config_path: Path, overrides: List[str], *, check: bool, allow_pickle: bool) -> int:
     from ..merge.api import merge
 
+    config_path = Path(config_path)
+    shipped = Path(__file__).parent / "configs" / f"{config_path.name}.yaml"
+    if not config_path.exists() and config_path.suffix == "" and shipped.exists():
+        config_path = shipped  # a shipped example by name: `transfuse merge merge_ties ...`
     result = merge(config_path, overrides, check=check, allow_pickle=allow_pickle, progress=sys.stderr.isatty())
     if check:
         for line in result:

@@ -1,0 +1,239 @@
+"""Merge quality: a CNN family fine-tuned from one shared start on three tasks, merged by every method.
+
+Shared start: a small CNN trunk pretrained by rotation prediction (4 classes: 0/90/180/270
+degrees) on unlabelled images of all three data sets. Each task then fine-tunes the trunk with
+its own 10-class head: Fashion-MNIST (5k train), MNIST-5k, scikit-learn digits upsampled to
+28x28. The trunks are merged with ``transfuse.merge`` (heads stay per task, as in the task
+arithmetic / TIES vision experiments); each task is evaluated with the merged trunk and its own
+head, and accuracy is normalised by that task's fine-tuned model. The one scale knob (lambda) of
+the scaled methods is picked on a held-out validation split, as the papers do; densities are
+the papers' defaults. Fisher and RegMean statistics come from 256 validation samples per task;
+Twin's router is trained on the same validation samples (task id labels).
+
+    python benchmarks/merge_quality.py            # about 2-4 CPU minutes
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from torch import nn
+
+import transfuse
+from transfuse.data import datasets
+from transfuse.merge.stats import fisher_diagonal, regmean_grams, save_statistics
+from transfuse.merge.twin_model import TwinModel, make_router, train_router
+
+
+def trunk() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(32 * 7 * 7, 64), nn.ReLU(),
+    )
+
+
+def batches(x, y, bs, gen):
+    perm = torch.randperm(len(x), generator=gen)
+    for i in range(0, len(x), bs):
+        j = perm[i : i + bs]
+        yield x[j], y[j]
+
+
+def train(body, head, x, y, *, epochs, lr, gen):
+    params = list(body.parameters()) + list(head.parameters())
+    opt = torch.optim.Adam(params, lr=lr)
+    for _ in range(epochs):
+        for xb, yb in batches(x, y, 64, gen):
+            loss = F.cross_entropy(head(body(xb)), yb)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+
+@torch.no_grad()
+def accuracy(body, head, x, y) -> float:
+    body.eval()
+    correct = 0
+    for i in range(0, len(x), 512):
+        correct += int((head(body(x[i : i + 512])).argmax(-1) == y[i : i + 512]).sum())
+    body.train()
+    return correct / len(x)
+
+
+def save_folder(sd: dict, folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().contiguous() for k, v in sd.items()}, str(folder / "model.safetensors"))
+    return folder
+
+
+def load_trunk(folder: Path) -> nn.Module:
+    from safetensors.torch import load_file
+
+    m = trunk()
+    m.load_state_dict(load_file(str(folder / "model.safetensors")))
+    return m
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--work", default=".bench/merge_quality")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--small", action="store_true", help="tiny sizes (tests)")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    t0 = time.time()
+    work = Path(args.work)
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    gen = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    n_train = 600 if args.small else 5000
+    tasks = {
+        "fashion": datasets.get("fashion_mnist")(train_size=n_train + 500, test_size=400 if args.small else 2000),
+        "mnist": datasets.get("mnist5k")(),
+        "digits": datasets.get("digits")(size=28),
+    }
+    data = {}
+    for name, d in tasks.items():
+        x, y = d.train.inputs.float(), d.train.labels
+        nval = 100 if args.small else (300 if name == "digits" else 500)
+        ntr = min(len(x) - nval, n_train)
+        data[name] = {"train": (x[:ntr], y[:ntr]), "val": (x[ntr : ntr + nval], y[ntr : ntr + nval]),
+                      "test": (d.test.inputs.float(), d.test.labels)}
+    # 1. shared start: rotation prediction on unlabelled images of all tasks
+    pre_x = torch.cat([data[n]["train"][0][: (500 if args.small else 2000)] for n in data])
+    rot = torch.randint(0, 4, (len(pre_x),), generator=gen)
+    rx = torch.stack([torch.rot90(img, int(k), dims=(1, 2)) for img, k in zip(pre_x, rot)])
+    base = trunk()
+    rot_head = nn.Linear(64, 4)
+    train(base, rot_head, rx, rot, epochs=1 if args.small else 2, lr=1e-3, gen=gen)
+    base_sd = {k: v.detach().clone() for k, v in base.state_dict().items()}
+    paths = {"base": save_folder(base_sd, work / "base")}
+    # 2. fine-tune per task
+    heads, ft_acc = {}, {}
+    for name in data:
+        body = trunk()
+        body.load_state_dict(base_sd)
+        head = nn.Linear(64, 10)
+        train(body, head, *data[name]["train"], epochs=1 if args.small else 3, lr=1e-3, gen=gen)
+        heads[name] = head
+        paths[name] = save_folder(body.state_dict(), work / name)
+        ft_acc[name] = accuracy(body, head, *data[name]["test"])
+        print(f"fine-tuned {name}: test accuracy {ft_acc[name]:.4f}", flush=True)
+    names = list(data)
+
+    # data-driven statistics: 256 validation samples per task
+    for name in names:
+        body = load_trunk(paths[name])
+        xv = data[name]["val"][0][:256]
+        head = heads[name]
+        F_ = fisher_diagonal(body, [xv[:128], xv[128:]], generator=torch.Generator().manual_seed(1),
+                             logits_fn=lambda m, x, head=head: head(m(x)))
+        save_statistics(F_, work / f"fisher_{name}.safetensors")
+        save_statistics(regmean_grams(body, [xv[:128], xv[128:]]), work / f"gram_{name}.safetensors")
+
+    def evaluate(body_or_fn, split: str) -> dict:
+        out = {}
+        for n in names:
+            x, y = data[n][split]
+            out[n] = accuracy(body_or_fn, heads[n], x, y) if isinstance(body_or_fn, nn.Module) else body_or_fn(n, x, y)
+        return out
+
+    val_ft = {n: accuracy(load_trunk(paths[n]), heads[n], *data[n]["val"]) for n in names}
+
+    def run(method: str, params: dict, stats: str | None = None) -> Path:
+        out = work / f"out_{method}_{len(list(work.glob('out_*')))}"
+        models = []
+        for n in names:
+            p = {"statistics": str(work / f"{stats}_{n}.safetensors")} if stats else {}
+            models.append({"model": str(paths[n]), "parameters": p})
+        cfg = {"method": method, "models": models, "parameters": params, "output": str(out), "hash_inputs": "none"}
+        if methods_need_base.get(method, True):
+            cfg["base_model"] = str(paths["base"])
+        return transfuse.merge(cfg)
+
+    methods_need_base = {"linear": False, "fisher": False, "regmean": False}
+    grid = {
+        "linear": [{}],
+        "task_arithmetic": [{"scale": s} for s in (0.3, 0.5, 0.7, 1.0)],
+        "ties": [{"density": 0.2, "scale": s} for s in (0.7, 1.0, 1.3, 1.6)],
+        "dare": [{"density": 0.5, "scale": s} for s in (0.3, 0.5, 0.7, 1.0)],
+        "dare_ties": [{"density": 0.5, "sign": "ties", "scale": s} for s in (0.7, 1.0, 1.3)],
+        "breadcrumbs": [{"density": 0.9, "gamma": 0.01, "scale": s} for s in (0.3, 0.5, 0.7, 1.0)],
+        "della": [{"density": 0.5, "epsilon": 0.1, "scale": s} for s in (0.7, 1.0, 1.3)],
+        "model_stock": [{}],
+        "pcb": [{"ratio": 0.1, "scale": s} for s in (0.8, 1.0, 1.2, 1.5)],
+        "fisher": [{}],
+        "regmean": [{"alpha": 0.9}],
+    }
+    rows = {"fine-tuned (each task its own model)": {n: 1.0 for n in names}}
+    base_acc = evaluate(base, "test")
+    chosen = {}
+    for label, options in grid.items():
+        method = "dare" if label == "dare_ties" else label
+        stats = {"fisher": "fisher", "regmean": "gram"}.get(method)
+        best = None
+        for params in options:
+            out = run(method, params, stats)
+            body = load_trunk(out)
+            v = evaluate(body, "val")
+            score = sum(v[n] / val_ft[n] for n in names) / len(names)
+            if best is None or score > best[0]:
+                best = (score, params, body)
+            shutil.rmtree(out)
+        chosen[label] = best[1]
+        test = evaluate(best[2], "test")
+        rows[label] = {n: test[n] / ft_acc[n] for n in names}
+        print(f"{label:16} {best[1]} -> " + " ".join(f"{n} {rows[label][n]:.3f}" for n in names), flush=True)
+
+    # Twin: shared (task arithmetic 0.3) + rank-10% exclusive experts + router on validation samples
+    out = run("twin", {"shared_scale": 0.3, "rank_ratio": 0.1})
+    from safetensors.torch import load_file
+
+    shared = load_trunk(out)
+    feats = lambda m, x: m(x)  # noqa: E731 - the shared trunk's 64-d features
+    twin = TwinModel(shared, load_file(str(out / "twin_experts.safetensors")), len(names), make_router(64, len(names)), feats)
+    rx_ = torch.cat([data[n]["val"][0][:256] for n in names])
+    rt_ = torch.cat([torch.full((min(256, len(data[n]["val"][0])),), i) for i, n in enumerate(names)])
+    train_router(twin, list(batches(rx_, rt_, 64, gen)), epochs=15, lr=3e-3)
+
+    def twin_acc(n, x, y):
+        correct = 0
+        with torch.no_grad():
+            for i in range(0, len(x), 512):
+                correct += int((heads[n](twin(x[i : i + 512])).argmax(-1) == y[i : i + 512]).sum())
+        return correct / len(x)
+
+    with torch.no_grad():
+        route_acc = {n: float((twin.route(data[n]["test"][0][:1000]).argmax(-1) == i).float().mean()) for i, n in enumerate(names)}
+    test = evaluate(twin_acc, "test")
+    rows["twin"] = {n: test[n] / ft_acc[n] for n in names}
+    print(f"twin             router accuracy {route_acc} -> " + " ".join(f"{n} {rows['twin'][n]:.3f}" for n in names), flush=True)
+    rows["shared start (base trunk + task heads)"] = {n: base_acc[n] / ft_acc[n] for n in names}
+
+    print()
+    print("| method | " + " | ".join(names) + " | mean |")
+    print("| --- | " + " | ".join("---" for _ in names) + " | --- |")
+    for label, r in rows.items():
+        mean = sum(r.values()) / len(r)
+        print(f"| {label} | " + " | ".join(f"{r[n]:.3f}" for n in names) + f" | {mean:.3f} |")
+    print(f"\nfine-tuned test accuracy: " + ", ".join(f"{n} {ft_acc[n]:.4f}" for n in names))
+    print(f"chosen on validation: {json.dumps(chosen)}")
+    print(f"twin router accuracy on test inputs: {json.dumps(route_acc)}")
+    print(f"total {time.time() - t0:.0f}s")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"rows": rows, "ft_acc": ft_acc, "chosen": chosen, "route_acc": route_acc}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
