@@ -78,14 +78,15 @@ def pair_logprobs(student, teacher, temperature: float = 1.0) -> tuple[Tensor, T
     tokens. Every f-divergence (KL either way, JSD, TVD) on the buckets equals the dense one
     when the rest is 0 and is a lower bound otherwise (data-processing inequality); the
     student's tail keeps its own shape and only its total mass is pulled to the teacher's.
+    The teacher's side is detached: no gradient reaches it.
     """
     s_all = log_softmax(student.logits, temperature)  # (..., V)
     if teacher.logits is not None:
-        return s_all, log_softmax(teacher.logits[..., : s_all.shape[-1]], temperature)
+        return s_all, log_softmax(teacher.logits.detach()[..., : s_all.shape[-1]], temperature)
     if teacher.topk_logprobs is None or teacher.topk_indices is None:
         raise ValueError("the teacher gave neither logits nor top-k log-probabilities")
     idx = teacher.topk_indices.long()  # (..., K)
-    t_top = teacher.topk_logprobs.float()  # (..., K)
+    t_top = teacher.topk_logprobs.detach().float()  # (..., K)
     s_top = s_all.gather(-1, idx)  # (..., K)
     s_rest = torch.logsumexp(s_all.scatter(-1, idx, float("-inf")), dim=-1, keepdim=True)  # (..., 1)
     t_rest_p = 1.0 - t_top.double().exp().sum(-1, keepdim=True)

@@ -15,6 +15,9 @@ class ForwardKL(Objective):
     Accepts a dense teacher (logits) or a sparse top-k teacher (see ``pair_logprobs``).
     """
 
+    is_divergence = True
+    supports_tokens = True
+
     def __init__(self, *, temperature: float = 1.0) -> None:
         super().__init__()
         if temperature <= 0:

@@ -34,6 +34,8 @@ class LogitSwapSelfDistillation(Objective):
     positions without a label (< 0) distil the frozen model unchanged. Needs dense teacher logits.
     """
 
+    supports_tokens = True
+
     def __init__(self, *, temperature: float = 1.0) -> None:
         super().__init__()
         if temperature <= 0:
@@ -45,6 +47,6 @@ class LogitSwapSelfDistillation(Objective):
             raise ValueError("lssd needs the frozen model's dense logits, not a top-k cache")
         if batch.labels is None:
             raise ValueError("lssd needs labels (the gold tokens or classes)")
-        target = swap_gold_with_max(teacher.logits, batch.labels)  # (B, [T,] V)
+        target = swap_gold_with_max(teacher.logits.detach(), batch.labels)  # (B, [T,] V)
         per_position = kl(target, student.logits, self.temperature)  # (B,) or (B, T)
         return masked_mean(per_position, position_mask(batch.mask, per_position)) * self.temperature**2

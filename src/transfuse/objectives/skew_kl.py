@@ -20,6 +20,9 @@ class SkewKL(Objective):
     The mixture is formed in probability space (logsumexp of log-probabilities, float32).
     """
 
+    is_divergence = True
+    supports_tokens = True
+
     def __init__(self, *, alpha: float = 0.1, reverse: bool = False, temperature: float = 1.0) -> None:
         super().__init__()
         if not 0.0 <= alpha < 1.0:

@@ -25,6 +25,8 @@ class TAID(Objective):
     top-k teacher the interpolation runs on the K + 1 buckets of ``pair_logprobs``.
     """
 
+    supports_tokens = True
+
     def __init__(
         self,
         *,

@@ -15,6 +15,9 @@ class TotalVariation(Objective):
     Bounded in [0, 1]; no T^2 factor. Accepts a dense or a sparse top-k teacher.
     """
 
+    is_divergence = True
+    supports_tokens = True
+
     def __init__(self, *, temperature: float = 1.0) -> None:
         super().__init__()
         if temperature <= 0:
