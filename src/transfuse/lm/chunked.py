@@ -80,7 +80,7 @@ class _FusedChunks(torch.autograd.Function):
                         else:
                             g_bias += g
             total += value.detach()
-        ctx.save_for_backward(*(g for g in (g_hidden, g_weight, g_bias)))
+        ctx.save_for_backward(*(g for g in (g_hidden, g_weight, g_bias) if g is not None))
         ctx.has = (g_hidden is not None, g_weight is not None, g_bias is not None)
         ctx.dtypes = (s_hidden.dtype, s_weight.dtype, None if s_bias is None else s_bias.dtype)
         return total

@@ -155,6 +155,7 @@ def tokenize_records(records: List[Dict[str, Any]], tokenizer, *, seq_len: int =
     if seq_len < 2:
         raise TransfuseError("seq_len must be at least 2")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    records = [_record(r, "records") for r in records]
     rows: List[Tuple[List[int], List[int]]] = []
     texts = [r["text"] for r in records if "text" in r]
     rows += [(w, [1] * len(w)) for w in _pack_texts(texts, tokenizer, seq_len)] if texts else []
