@@ -166,3 +166,8 @@ def tensor_magnitude_values(x: Tensor, state: dict, ranks_fn) -> Tensor:
 def per_model(w: Tensor, x: Tensor) -> Tensor:
     """(K,) -> (K, 1, ..., 1) broadcastable against x (K, *s)."""
     return w.view(-1, *([1] * (x.dim() - 1)))
+
+
+def weighted_sum(x: Tensor, w: Tensor) -> Tensor:
+    """sum_k w_k x_k for x (K, *s), w (K,) in one pass (a (K,) x (K, N) product)."""
+    return torch.tensordot(w.to(x.dtype), x, dims=1)

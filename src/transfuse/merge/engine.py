@@ -10,6 +10,7 @@ hidden temporary name beside the target and renamed into place only when complet
 from __future__ import annotations
 
 import collections
+import queue
 import datetime
 import json
 import os
@@ -31,7 +32,7 @@ from .io import SIDE_FILES, LayoutWriter, LoraSource, OutSpec, sha256_files, sha
 from .methods import MergeMethod, TensorContext
 from .plan import Plan, TensorPlan
 
-CHUNK_ELEMS = 1 << 22  # elements per model in one row block (16 MiB in float32)
+CHUNK_ELEMS = 1 << 21  # elements per model in one row block (8 MiB in float32)
 TMP_TAG = ".transfuse-tmp-"
 
 
@@ -51,9 +52,10 @@ def row_blocks(shape: Tuple[int, ...]) -> List[Optional[slice]]:
 class _Loader:
     """Reads one tensor (or a row block) of every input as compute-dtype tensors."""
 
-    def __init__(self, plan: Plan) -> None:
+    def __init__(self, plan: Plan, pool: Optional["_Pool"] = None) -> None:
         self.plan = plan
         self.dt = plan.compute_dtype
+        self.pool = pool or _Pool(0, 0)
 
     def _read_expert(self, i: int, tp: TensorPlan, r0: int, r1: int, has_rows: bool) -> Tensor:
         src = self.plan.experts[i]
@@ -77,17 +79,58 @@ class _Loader:
     def _read_ref(self, tp: TensorPlan, r0: int, r1: int, has_rows: bool) -> Tensor:
         return self.plan.reference.read(tp.name, slice(r0, r1) if has_rows else None).to(self.dt)
 
-    def __call__(self, tp: TensorPlan, rows: Optional[slice], method: Optional[MergeMethod]) -> Tuple[Tensor, Optional[Tensor]]:
+    def __call__(self, tp: TensorPlan, rows: Optional[slice], method: Optional[MergeMethod]):
+        """(x (K, rows, ...), base (rows, ...) or None, pooled buffer to give back or None)."""
         has_rows = len(tp.shape) > 0
         r0, r1 = (rows.start, rows.stop) if rows is not None else (0, tp.shape[0] if has_rows else 0)
+        sl = slice(r0, r1) if has_rows else None
         if method is None:  # copied tensor
-            return self.plan.reference.read(tp.name, slice(r0, r1) if has_rows else None), None
-        base = self._read_ref(tp, r0, r1, has_rows) if self.plan.base is not None else None
-        xs = [self._read_expert(i, tp, r0, r1, has_rows) for i in range(len(self.plan.experts))]
-        x = torch.stack(xs)  # (K, rows, ...)
-        if method.operates_on == "deltas":
-            x -= base
-        return x, base
+            return self.plan.reference.read(tp.name, sl), None, None
+        K = len(self.plan.experts)
+        shape = ((r1 - r0, *tp.shape[1:]) if has_rows else ())
+        n = int(torch.Size(shape).numel())
+        buf = self.pool.get(n * (K + 1)) if self.dt == torch.float32 else None
+        flat = buf if buf is not None else torch.empty(n * (K + 1), dtype=self.dt)
+        x = flat[: K * n].view(K, *shape)  # (K, rows, ...): converted in place, no stack copy
+        base = None
+        if self.plan.base is not None:
+            base = flat[K * n : (K + 1) * n].view(shape)
+            _read_into(self.plan.reference, tp.name, sl, base)
+        for i, src in enumerate(self.plan.experts):
+            if isinstance(src, LoraSource) or tp.alias[i] or (has_rows and tp.rows_in[i] < r1):
+                x[i].copy_(self._read_expert(i, tp, r0, r1, has_rows))
+            else:
+                _read_into(src, tp.name, sl, x[i])
+            if method.operates_on == "deltas":
+                x[i].sub_(base)
+        return x, base, buf
+
+
+def _read_into(src, name: str, rows: Optional[slice], out: Tensor) -> None:
+    if hasattr(src, "read_into"):
+        src.read_into(name, rows, out)
+    else:
+        out.copy_(src.read(name, rows))
+
+
+class _Pool:
+    """Reusable float32 buffers for row blocks: bounded memory, no fresh page faults per block."""
+
+    def __init__(self, count: int, size: int) -> None:
+        self.size = size
+        self.free: "queue.Queue[Tensor]" = queue.Queue()
+        for _ in range(count):
+            self.free.put(torch.empty(size, dtype=torch.float32))
+
+    def get(self, n: int) -> Optional[Tensor]:
+        if n > self.size:
+            return None
+        return self.free.get()[:n]
+
+    def put(self, buf: Optional[Tensor]) -> None:
+        if buf is not None:
+            base = buf._base if buf._base is not None else buf
+            self.free.put(base)
 
 
 def _pipelined(units: List[Any], fn: Callable[[Any], Any], threads: int, prefetch: int) -> Iterator[Tuple[Any, Any]]:
@@ -185,7 +228,7 @@ def execute(plan: Plan, out: Path, *, progress: bool = False) -> Dict[str, Any]:
     cfg = plan.config
     K = len(plan.experts)
     w = plan.weights
-    loader = _Loader(plan)
+    loader = _Loader(plan, _Pool(cfg.prefetch + 2, (K + 1) * CHUNK_ELEMS))
     out = out.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     clean_stale(out)
@@ -211,8 +254,9 @@ def execute(plan: Plan, out: Path, *, progress: bool = False) -> Dict[str, Any]:
                 units = [(t, r) for t in group for r in row_blocks(t.shape)]
                 total = sum(_numel(t.shape, r) for t, r in units) * K * 4
                 bar = Progress(total, progress)
-                for (t, r), (x, base) in _pipelined(units, lambda u, inst=inst: loader(u[0], u[1], inst), cfg.threads, cfg.prefetch):
+                for (t, r), (x, base, buf) in _pipelined(units, lambda u, inst=inst: loader(u[0], u[1], inst), cfg.threads, cfg.prefetch):
                     inst.observe(p, x, w, _ctx(plan, inst, t, r, base))
+                    loader.pool.put(buf)
                     bar.step(x.numel() * 4, f"statistics pass {p + 1}/{inst.passes}")
                 inst.finish_pass(p)
 
@@ -254,8 +298,9 @@ def execute(plan: Plan, out: Path, *, progress: bool = False) -> Dict[str, Any]:
             else:
                 inst = plan.instances[t.group]
                 if eager:
-                    x, base = loaded
+                    x, base, buf = loaded
                     _merge_block(plan, inst, t, r, x, base, writer, extra_writer, writes)
+                    loader.pool.put(buf)
                 else:
                     _merge_tensor_blocks(plan, inst, t, loader, writer, writes)
             bar.step(_numel(t.shape, r) * (K + 1) * 2, "merging")
@@ -311,7 +356,7 @@ def _merge_block(plan, inst, t, r, x, base, writer, extra_writer, writes) -> Non
             inst.observe_tensor(p, x, w, ctx, state)
     merged = inst(x, w, ctx)
     if inst.operates_on == "deltas":
-        merged = merged + base
+        merged = merged.add_(base) if merged.dtype == base.dtype and merged.shape == base.shape else merged + base
     writes.submit(writer.write, t.name, merged.to(t.out_dtype), r.start if r is not None else 0)
     if extra_writer is not None:
         for name, value in inst.extra_outputs(x, w, ctx).items():
@@ -325,18 +370,20 @@ def _merge_tensor_blocks(plan, inst, t, loader, writer, writes) -> None:
     state: Dict[str, Any] = {}
     for p in range(inst.tensor_passes):
         for r in blocks:
-            x, base = loader(t, r, inst)
+            x, base, buf = loader(t, r, inst)
             ctx = _ctx(plan, inst, t, r, base)
             ctx.extra["state"] = state
             inst.observe_tensor(p, x, w, ctx, state)
+            loader.pool.put(buf)
     for r in blocks:
-        x, base = loader(t, r, inst)
+        x, base, buf = loader(t, r, inst)
         ctx = _ctx(plan, inst, t, r, base)
         ctx.extra["state"] = state
         merged = inst(x, w, ctx)
         if inst.operates_on == "deltas":
             merged = merged + base
         writes.submit(writer.write, t.name, merged.to(t.out_dtype), r.start)
+        loader.pool.put(buf)
 
 
 def _copy_side_files(plan: Plan, tmp: Path) -> None:

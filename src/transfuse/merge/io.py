@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import struct
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -74,7 +75,7 @@ def read_header(path: Path) -> Dict[str, TensorInfo]:
     return out
 
 
-def _pread_into(fd: int, buf: bytearray, offset: int) -> None:
+def _pread_into(fd: int, buf, offset: int) -> None:
     view = memoryview(buf)
     done = 0
     while done < len(buf):
@@ -82,6 +83,17 @@ def _pread_into(fd: int, buf: bytearray, offset: int) -> None:
         if got <= 0:
             raise TransfuseError("unexpected end of file while reading a tensor; the input is truncated")
         done += got
+
+
+_LOCAL = threading.local()
+
+
+def _scratch(n: int) -> memoryview:
+    """A per-thread reusable byte buffer (reused reads do not page-fault fresh memory)."""
+    buf = getattr(_LOCAL, "buf", None)
+    if buf is None or len(buf) < n:
+        buf = _LOCAL.buf = bytearray(max(n, 1 << 20))
+    return memoryview(buf)[:n]
 
 
 class Source:
@@ -138,6 +150,26 @@ class SafetensorsSource(Source):
         if fd is None:
             fd = self._fds.setdefault(file, os.open(file, os.O_RDONLY))
         return fd
+
+    def read_into(self, name: str, rows: Optional[slice], out: Tensor) -> None:
+        """Read a tensor (or rows) and convert it into ``out`` through a reused per-thread buffer."""
+        start, end, shape, dtype = self._span(name, rows)
+        if end <= start:
+            return
+        view = _scratch(end - start)
+        _pread_into(self._fd(self.table[name].file), view, start)
+        out.copy_(torch.frombuffer(view, dtype=torch.uint8).view(dtype).reshape(shape))
+
+    def _span(self, name: str, rows: Optional[slice]):
+        info = self.table[name]
+        start, end = info.start, info.end
+        shape = list(info.shape)
+        if rows is not None and shape:
+            row_bytes = (end - start) // max(shape[0], 1)
+            r0, r1, _ = rows.indices(shape[0])
+            start, end = start + r0 * row_bytes, start + r1 * row_bytes
+            shape[0] = r1 - r0
+        return start, end, shape, info.dtype
 
     def read(self, name: str, rows: Optional[slice] = None) -> Tensor:
         info = self.table[name]

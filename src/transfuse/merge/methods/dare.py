@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .._ops import disjoint_merge, elect_sign, per_model
+from .._ops import disjoint_merge, elect_sign, per_model, weighted_sum
 from . import MergeMethod, TensorContext, methods
 
 
@@ -49,4 +49,4 @@ class Dare(MergeMethod):
             d = d * per_model(before / after, x)
         if self.sign == "ties":
             return self.scale * disjoint_merge(d, w, elect_sign(d), normalize=self.normalize)
-        return self.scale * (d * per_model(w, x)).sum(0)
+        return self.scale * weighted_sum(d, w)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from .._ops import weighted_view
+from .._ops import weighted_sum
 from . import MergeMethod, TensorContext, methods
 
 
@@ -18,5 +18,5 @@ class Linear(MergeMethod):
         self.normalize = normalize
 
     def __call__(self, x: Tensor, w: Tensor, ctx: TensorContext) -> Tensor:
-        out = (x * weighted_view(w, x)).sum(0)  # (*s)
+        out = weighted_sum(x, w)  # (*s)
         return out / w.sum() if self.normalize else out

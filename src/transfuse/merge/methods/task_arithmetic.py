@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from .._ops import weighted_view
+from .._ops import weighted_sum
 from . import MergeMethod, TensorContext, methods
 
 
@@ -16,7 +16,7 @@ class TaskArithmetic(MergeMethod):
         self.normalize = normalize
 
     def __call__(self, x: Tensor, w: Tensor, ctx: TensorContext) -> Tensor:
-        out = (x * weighted_view(w, x)).sum(0)  # (*s)
+        out = weighted_sum(x, w)  # (*s)
         if self.normalize:
             out = out / w.sum()
         return self.scale * out

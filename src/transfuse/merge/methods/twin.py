@@ -48,7 +48,7 @@ class Twin(MergeMethod):
     def __call__(self, x: Tensor, w: Tensor, ctx: TensorContext) -> Tensor:
         shared = self.shared_scale * (x * per_model(w, x)).sum(0)  # (*s) delta of the shared model
         ctx.extra["shared"] = shared
-        return shared
+        return shared.clone()  # the engine adds the base in place
 
     def extra_outputs(self, x: Tensor, w: Tensor, ctx: TensorContext) -> dict:
         shared = ctx.extra["shared"]
