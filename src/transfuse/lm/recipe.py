@@ -278,3 +278,11 @@ def main(cfg: LMConfig) -> Dict[str, Any]:
         prepared.tokenizer.save_pretrained(out)
         (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return metrics
+
+
+def run_recipe(path: str | Path | None, overrides=()) -> Dict[str, Any]:
+    """``transfuse distill lm_distill.yaml key=value ...`` for causal LMs: load, validate, run."""
+    from ..config import load_config
+
+    default = Path(__file__).resolve().parents[1] / "recipes" / "configs" / "lm_distill.yaml"
+    return main(load_config(LMConfig, path or default, overrides))
