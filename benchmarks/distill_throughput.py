@@ -67,7 +67,7 @@ def main() -> None:
     n_used = (len(x) // args.batch_size) * args.batch_size
 
     t0 = time.perf_counter()
-    cache = build_or_load_logits_cache(teacher, x, data.train.index, data_fingerprint=data.fingerprint,
+    cache = build_or_load_logits_cache(teacher, x, data.train.index,
                                        cache_dir="/tmp/transfuse-bench-cache")
     cache_build = time.perf_counter() - t0
 

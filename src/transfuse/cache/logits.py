@@ -105,13 +105,21 @@ def build_or_load_logits_cache(
     inputs: Tensor,
     index: Tensor,
     *,
-    data_fingerprint: str,
+    data_fingerprint: Optional[str] = None,
     cache_dir: str | Path,
     cache_path: str | Path | None = None,
     batch_size: int = 1000,
     device: str | torch.device = "cpu",
 ) -> LogitsCache:
-    """Load the cache for (teacher, data) if it exists, else run the teacher once and store it."""
+    """Load the cache for (teacher, data) if it exists, else run the teacher once and store it.
+
+    data_fingerprint defaults to a hash of the (already transformed) inputs and their ids: the
+    teacher's outputs depend on nothing else, so the labels (or which ones are kept) do not count.
+    """
+    if data_fingerprint is None:
+        from ..data import fingerprint_tensors
+
+        data_fingerprint = fingerprint_tensors(inputs, index)
     fingerprint = f"{model_fingerprint(model)}-{data_fingerprint}"
     path = Path(cache_path) if cache_path else Path(cache_dir) / f"teacher-{fingerprint}.safetensors"
     if path.exists():

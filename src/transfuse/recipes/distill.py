@@ -211,7 +211,6 @@ def teacher_source(cfg: DistillConfig, pieces: Pieces):
         pieces.teacher_model,
         train.inputs,
         train.index,
-        data_fingerprint=pieces.data.fingerprint,
         cache_dir=Path(cfg.teacher.cache_dir).expanduser(),
         cache_path=cfg.teacher.cache_path,
     )
