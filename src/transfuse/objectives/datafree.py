@@ -25,7 +25,9 @@ class DataFreeKD(Objective):
     ``prepare`` (needs ``bind(student, teacher=model)``) takes ``gen_steps`` Adam steps on the
     generator to lower oh_weight CE(t(x), argmax t(x)) - ie_weight H(mean_batch p_t(x))
     - adv_weight mean|z_t(x) - z_s(x)|, then replaces the batch by fresh synthetic inputs of the
-    same shape with no labels and no sample ids: the real inputs are never shown to either model.
+    same shape with no labels and no sample ids: the real inputs are never shown to either model
+    (only the shape and, when ``input_range`` is not given, the value bounds of the first batch are read;
+    generated inputs are low + (high - low) sigmoid(G(z))).
     Loss: T^2 KL(p_t || p_s) on the synthetic batch. The generator is a submodule (saved in
     checkpoints), built at the first batch from its shape or from ``in_shape``.
     """
@@ -35,10 +37,13 @@ class DataFreeKD(Objective):
     is_divergence = True
 
     def __init__(self, *, temperature: float = 4.0, noise_dim: int = 64, hidden: int = 256, gen_lr: float = 1e-3, gen_steps: int = 1,
-                 oh_weight: float = 1.0, ie_weight: float = 5.0, adv_weight: float = 1.0, input_scale: float = 3.0, in_shape: List[int] = []) -> None:  # noqa: B006
+                 oh_weight: float = 1.0, ie_weight: float = 5.0, adv_weight: float = 1.0, input_range: List[float] = [], in_shape: List[int] = []) -> None:  # noqa: B006
         super().__init__()
         self.temperature, self.noise_dim, self.hidden = temperature, noise_dim, hidden
-        self.gen_lr, self.gen_steps, self.input_scale = gen_lr, gen_steps, input_scale
+        if input_range and (len(input_range) != 2 or input_range[0] >= input_range[1]):
+            raise ValueError("datafree input_range is [low, high] with low < high")
+        self.gen_lr, self.gen_steps = gen_lr, gen_steps
+        self.register_buffer("input_range", torch.tensor([float(v) for v in input_range] or [0.0, 0.0]))
         self.oh_weight, self.ie_weight, self.adv_weight = oh_weight, ie_weight, adv_weight
         self.in_shape = tuple(in_shape)
         self.generator: Optional[nn.Module] = _generator(noise_dim, hidden, math.prod(self.in_shape)) if self.in_shape else None
@@ -58,13 +63,16 @@ class DataFreeKD(Objective):
 
     def synthesise(self, n: int, generator: torch.Generator, device: torch.device) -> Tensor:
         z = torch.randn(n, self.noise_dim, generator=generator).to(device)
-        return (torch.tanh(self.generator(z)) * self.input_scale).view((n,) + self.in_shape)
+        low, high = float(self.input_range[0]), float(self.input_range[1])
+        return (low + (high - low) * torch.sigmoid(self.generator(z))).view((n,) + self.in_shape)
 
     def prepare(self, batch: Batch, *, generator: torch.Generator) -> Batch:
         if not self._models or self._models[1] is None:
             raise ValueError("datafree needs the live teacher model: call objective.bind(student, teacher=teacher_model)")
         student, teacher = self._models
         n, device = batch.size, batch.inputs.device
+        if float(self.input_range[0]) == float(self.input_range[1]):  # not given: the bounds of the first batch
+            self.input_range = torch.tensor([float(batch.inputs.min()), float(batch.inputs.max())], device=device)
         if self.generator is None:
             self.in_shape = tuple(batch.inputs.shape[1:])
             self.generator = _generator(self.noise_dim, self.hidden, math.prod(self.in_shape)).to(device)
