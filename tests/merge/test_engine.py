@@ -33,6 +33,7 @@ def test_streaming_blocks_equal_in_memory(family, monkeypatch, method, params):
     """Row blocks of 16 elements (every tensor split, per-tensor statistics by radix select) == one block."""
     whole = read_model(transfuse.merge(_cfg(family, method, params, family["root"] / "whole")))
     monkeypatch.setattr(engine, "CHUNK_ELEMS", 16)
+    monkeypatch.setattr(engine, "WHOLE_ELEMS", 0)  # per-tensor statistics over blocks (radix select)
     assert len(engine.row_blocks((12, 8))) > 1
     blocks = read_model(transfuse.merge(_cfg(family, method, params, family["root"] / "blocks")))
     for k in whole:

@@ -35,7 +35,7 @@ def call(method, x, w=None, name="t", base=None, **params):
     ctx.extra["state"] = state
     for p in range(inst.tensor_passes):
         inst.observe_tensor(p, x, w, ctx, state)
-    return inst(x, w, ctx)
+    return inst(x.clone(), w, ctx)  # methods may work in place on the engine's scratch block
 
 
 def taus(family, idx=(0, 1, 2)):

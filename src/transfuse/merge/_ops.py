@@ -32,20 +32,28 @@ class RadixSelect:
     Pass 0 histograms the top 16 bits of each value's order key; ``set_ranks`` finds the bin
     of every wanted rank; pass 1 histograms the low 16 bits inside those bins. Memory is two
     histograms, whatever the stream length, so a whole model's top-k needs no sorting.
+    ``nonneg=True`` (magnitudes): the float bits are already the order key (int32, cheaper).
     """
 
-    def __init__(self, streams: int) -> None:
+    def __init__(self, streams: int, *, nonneg: bool = False) -> None:
         self.streams = streams
+        self.nonneg = nonneg
         self.coarse = torch.zeros(streams * _BINS, dtype=torch.int64)
         self.count = torch.zeros(streams, dtype=torch.int64)
         self.fine: Tensor | None = None
         self.bins: Tensor | None = None
 
+    def _keys(self, v: Tensor) -> Tensor:
+        if self.nonneg:
+            return v.contiguous().to(torch.float32).view(torch.int32)  # order key of |x| >= 0
+        return float_keys(v)
+
     def add_coarse(self, v: Tensor) -> None:
         """v: (S, n) float values of each stream."""
         v = v.reshape(self.streams, -1)
-        hi = float_keys(v) >> 16  # (S, n) in [0, 65536)
-        hi += torch.arange(self.streams).unsqueeze(1) * _BINS
+        hi = self._keys(v) >> 16  # (S, n) in [0, 65536)
+        if self.streams > 1:
+            hi = hi + (torch.arange(self.streams, dtype=hi.dtype) * _BINS).unsqueeze(1)
         self.coarse += torch.bincount(hi.reshape(-1), minlength=self.streams * _BINS)
         self.count += v.shape[1]
 
@@ -57,16 +65,17 @@ class RadixSelect:
         before = torch.where(self.bins > 0, cum.gather(1, (self.bins - 1).clamp(min=0)), torch.zeros_like(ranks_t))
         self.residual = ranks_t - before  # rank inside the bin
         self.fine = torch.zeros(self.bins.numel() * _BINS, dtype=torch.int64)
+        self._bin_list = self.bins.tolist()
 
     def add_fine(self, v: Tensor) -> None:
         assert self.bins is not None and self.fine is not None
         v = v.reshape(self.streams, -1)
-        keys = float_keys(v)
-        hi, lo = keys >> 16, keys & 0xFFFF
+        keys = self._keys(v)
+        hi = keys >> 16
         R = self.bins.shape[1]
         for s in range(self.streams):
-            for r in range(R):
-                sel = lo[s][hi[s] == self.bins[s, r]]
+            for r, b in enumerate(self._bin_list[s]):
+                sel = keys[s][hi[s] == b] & 0xFFFF
                 if sel.numel():
                     slot = (s * R + r) * _BINS
                     self.fine[slot : slot + _BINS] += torch.bincount(sel, minlength=_BINS)
@@ -77,7 +86,10 @@ class RadixSelect:
         S, R = self.bins.shape
         cum = self.fine.view(S, R, _BINS).cumsum(2)
         low = torch.searchsorted(cum, self.residual.unsqueeze(2), right=True).squeeze(2)  # (S, R)
-        return keys_to_float((self.bins << 16) | low)
+        keys = (self.bins << 16) | low
+        if self.nonneg:
+            return keys.to(torch.int32).view(torch.float32)
+        return keys_to_float(keys)
 
 
 def keep_rank(n: int, density: float) -> int:
@@ -101,15 +113,16 @@ def elect_sign(x: Tensor) -> Tensor:
 def disjoint_merge(x: Tensor, w: Tensor, sign: Tensor, *, normalize: str) -> Tensor:
     """Sum of entries agreeing with ``sign``; normalised by agreeing count, weight, or not.
 
-    x: (K, *s) trimmed deltas (unweighted); w: (K,); sign: (*s).
+    x: (K, *s) trimmed deltas (unweighted; entries that disagree are zeroed IN PLACE);
+    w: (K,); sign: (*s).
     """
-    wv = w.view(-1, *([1] * (x.dim() - 1)))
-    agree = ((x * sign) > 0).to(x.dtype)  # (K, *s)
-    total = (x * wv * agree).sum(0)
+    agree = (x * sign) > 0  # (K, *s)
+    x.mul_(agree)
+    total = torch.tensordot(w.to(x.dtype), x, dims=1)
     if normalize == "count":
-        return total / agree.sum(0).clamp(min=1.0)
+        return total / agree.sum(0).clamp(min=1).to(x.dtype)
     if normalize == "weights":
-        return total / (wv * agree).sum(0).clamp(min=1e-12)
+        return total / torch.tensordot(w.to(x.dtype), agree.to(x.dtype), dims=1).clamp(min=1e-12)
     return total
 
 
@@ -139,7 +152,7 @@ def tensor_magnitude_stats(pass_index: int, x: Tensor, rows: object, state: dict
     K = x.shape[0]
     v = x.abs().reshape(K, -1)
     if pass_index == 0:
-        state.setdefault("sel", RadixSelect(K)).add_coarse(v)
+        state.setdefault("sel", RadixSelect(K, nonneg=True)).add_coarse(v)
         return
     sel = state["sel"]
     if sel.bins is None:

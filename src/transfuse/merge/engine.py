@@ -33,6 +33,7 @@ from .methods import MergeMethod, TensorContext
 from .plan import Plan, TensorPlan
 
 CHUNK_ELEMS = 1 << 21  # elements per model in one row block (8 MiB in float32)
+WHOLE_ELEMS = 1 << 23  # per-tensor statistics: up to this many elements (all models) merged whole, in memory
 TMP_TAG = ".transfuse-tmp-"
 
 
@@ -189,7 +190,13 @@ def _ctx(plan: Plan, inst: MergeMethod, tp: TensorPlan, rows: Optional[slice], b
         per_model[key] = torch.tensor([float(p.get(key, default)) for p in plan.per_model], dtype=torch.float32)
     stats = []
     for s in plan.statistics:
-        stats.append((lambda src, name: (lambda r=None: src.read(name, r).float() if name in src.infos() else None))(s, tp.name) if s is not None else None)
+        if s is None:
+            stats.append(None)
+            continue
+        names = getattr(s, "_names", None)
+        if names is None:
+            names = s._names = set(s.infos())
+        stats.append((lambda src, name, has: (lambda r=None: src.read(name, r).float() if has else None))(s, tp.name, tp.name in names))
     extra = {"rows": rows, "shape": tp.shape, "statistics": stats}
     return TensorContext(tp.name, base, gen, per_model, extra)
 
@@ -280,8 +287,10 @@ def execute(plan: Plan, out: Path, *, progress: bool = False) -> Dict[str, Any]:
             if inst is None or (inst.chunkable and not inst.tensor_passes):
                 units += [(t, r, True) for r in row_blocks(t.shape)]
             else:
-                multi = len(row_blocks(t.shape)) > 1 and inst.chunkable
-                units.append((t, None, not multi))  # multi-block tensor passes read their own blocks
+                # per-tensor statistics or no blocks: one tensor at a time, read in the compute
+                # thread (no prefetch, so at most one whole tensor is in memory): whole when it is
+                # small enough (exact selection in memory), else over row blocks (radix select)
+                units.append((t, None, len(row_blocks(t.shape)) == 1))
         total = sum(int(torch.Size(t.shape).numel()) * (K + 1) * 2 for t in plan.tensors)
         bar = Progress(total, progress)
 
@@ -300,6 +309,10 @@ def execute(plan: Plan, out: Path, *, progress: bool = False) -> Dict[str, Any]:
                 if eager:
                     x, base, buf = loaded
                     _merge_block(plan, inst, t, r, x, base, writer, extra_writer, writes)
+                    loader.pool.put(buf)
+                elif not inst.chunkable or int(torch.Size(t.shape).numel()) * K <= WHOLE_ELEMS:
+                    x, base, buf = loader(t, None, inst)
+                    _merge_block(plan, inst, t, None, x, base, writer, extra_writer, writes)
                     loader.pool.put(buf)
                 else:
                     _merge_tensor_blocks(plan, inst, t, loader, writer, writes)

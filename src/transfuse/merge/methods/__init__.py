@@ -9,7 +9,8 @@ to the merged tensor::
 ``x`` is ``(K, *shape)`` float: the K task vectors (``operates_on = "deltas"``, the engine adds
 the base back) or the K models' weights (``operates_on = "weights"``); ``w`` is ``(K,)`` the
 per-model weights; ``ctx`` carries the tensor's name, the base tensor, the seeded generator,
-per-model parameters and whole-model statistics.
+per-model parameters and whole-model statistics. ``x`` is the engine's scratch block: a method
+may modify it in place (and should, to save memory traffic).
 
 Methods that need whole-model statistics (global top-k, PCB's quantiles) set ``passes`` and
 implement ``observe(pass_index, x, w, ctx)`` / ``finish_pass(pass_index)``: the engine streams

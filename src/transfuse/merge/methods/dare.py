@@ -39,14 +39,14 @@ class Dare(MergeMethod):
     def __call__(self, x: Tensor, w: Tensor, ctx: TensorContext) -> Tensor:
         dens = per_model(ctx.per_model["density"], x)  # (K, 1, ...)
         keep = torch.rand(x.shape, generator=ctx.generator) < dens  # (K, *s)
-        d = x * keep
+        K = x.shape[0]
+        before = x.abs().reshape(K, -1).sum(1) if self.rescale == "l1" else None
+        d = x.mul_(keep)  # in the engine's scratch block
         if self.rescale == "inverse":
-            d = d / dens
+            d.div_(dens)
         elif self.rescale == "l1":
-            K = x.shape[0]
-            before = x.abs().reshape(K, -1).sum(1)
             after = d.abs().reshape(K, -1).sum(1).clamp(min=1e-12)
-            d = d * per_model(before / after, x)
+            d.mul_(per_model(before / after, x))
         if self.sign == "ties":
             return self.scale * disjoint_merge(d, w, elect_sign(d), normalize=self.normalize)
         return self.scale * weighted_sum(d, w)

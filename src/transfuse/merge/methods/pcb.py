@@ -50,7 +50,7 @@ class Pcb(MergeMethod):
             v = self._score(x).reshape(K, -1)
         if pass_index in (0, 2):
             if self._sel is None:
-                self._sel = RadixSelect(K)
+                self._sel = RadixSelect(K, nonneg=pass_index == 0)
             self._sel.add_coarse(v)
         else:
             self._sel.add_fine(v)

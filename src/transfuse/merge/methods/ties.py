@@ -56,7 +56,7 @@ class Ties(MergeMethod):
         v = x.abs().reshape(K, -1)
         if pass_index == 0:
             if self._sel is None:
-                self._sel = RadixSelect(K)
+                self._sel = RadixSelect(K, nonneg=True)
             self._dens = ctx.per_model["density"].tolist()
             self._sel.add_coarse(v)
         else:
@@ -85,6 +85,6 @@ class Ties(MergeMethod):
 
     def __call__(self, x: Tensor, w: Tensor, ctx: TensorContext) -> Tensor:
         thr = self.thresholds(x, ctx)  # (K,)
-        trimmed = x * (x.abs() >= per_model(thr, x))  # (K, *s)
+        trimmed = x.masked_fill_(x.abs() < per_model(thr, x), 0.0)  # (K, *s), in the engine's scratch block
         sign = elect_sign(trimmed * per_model(w, x) if self.sign_from == "weighted" else trimmed)
         return self.scale * disjoint_merge(trimmed, w, sign, normalize=self.normalize)
