@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from ..errors import TransfuseError
 from ..objectives import Objective
+from ..objectives._features import capture
 from ..signals import Batch, Outputs, as_batch, as_outputs
 from . import checkpoint as ckpt
 from .schedule import make_scheduler
@@ -178,7 +179,8 @@ def train(
             f"batch size {train_loader.batch_size} is not divisible by {accelerator.num_processes} processes; "
             "the batch size is global, so pick a multiple of the process count"
         )
-    objective.bind(student)
+    _check_teacher_fits(objective, teacher)
+    objective.bind(student, teacher=getattr(teacher, "model", None))
     student.train()
     device = accelerator.device
     objective.to(device)
@@ -196,6 +198,20 @@ def train(
     if teacher is not None and hasattr(teacher, "to"):
         teacher.to(device)
     sampler = getattr(train_loader, "sampler", None)
+    unwrapped = accelerator.unwrap_model(model)
+
+    def student_forward(batch: Batch) -> Outputs:
+        if not objective.student_features:
+            return forward(model, batch)
+        with capture(unwrapped, objective.student_features) as store:  # hooks on the unwrapped module
+            out = forward(model, batch)
+        out.hidden.update(store)
+        return out
+
+    def teacher_forward(batch: Batch) -> Optional[Outputs]:
+        if teacher is None or not objective.needs_teacher:
+            return None
+        return teacher(batch, objective.teacher_features) if objective.teacher_features else teacher(batch)
 
     step, start_epoch, position, history = 0, 0, 0, []
     if resume:
@@ -262,8 +278,8 @@ def train(
                 last = i == len(window) - 1
                 sync = contextlib.nullcontext() if last else accelerator.no_sync(model)
                 with sync, accelerator.autocast():
-                    teacher_out = teacher(batch) if (teacher is not None and objective.needs_teacher) else None
-                    student_out = forward(model, batch)
+                    teacher_out = teacher_forward(batch)
+                    student_out = student_forward(batch)
                     _check_labels(batch, student_out, teacher_out)
                     loss = objective(student_out, teacher_out, batch)
                 weight = float(units[i] * accelerator.num_processes / total_units)
@@ -331,6 +347,23 @@ def train(
         samples_per_second=samples_seen * accelerator.num_processes / train_time if train_time else 0.0,
         train_seconds=train_time,
     )
+
+
+def _check_teacher_fits(objective: Objective, teacher: Optional[Callable]) -> None:
+    """Objectives that change inputs or read teacher features need a live teacher, not a cache."""
+    if teacher is None or hasattr(teacher, "model"):
+        return
+    name = getattr(objective, "registry_name", type(objective).__name__)
+    if getattr(objective, "changes_inputs", False):
+        raise TransfuseError(
+            f"objective {name!r} changes the inputs before the teacher sees them, so cached teacher outputs "
+            "would be wrong; set teacher.cache=false"
+        )
+    if objective.teacher_features:
+        raise TransfuseError(
+            f"objective {name!r} reads the teacher's features {list(objective.teacher_features)}, which a cache "
+            "does not hold; set teacher.cache=false"
+        )
 
 
 def _check_labels(batch: Batch, student: Outputs, teacher: Optional[Outputs]) -> None:

@@ -5,7 +5,7 @@ frozen live model (inference mode), an offline cache of its outputs keyed by sam
 """
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, Sequence
 
 import torch
 from torch import nn
@@ -29,11 +29,14 @@ class FrozenTeacher:
         self.model.to(device)
         return self
 
-    def __call__(self, batch: Batch) -> Outputs:
+    def __call__(self, batch: Batch, features: Sequence[str] = ()) -> Outputs:
+        """The teacher's logits (B, C) (and the ``features`` module outputs, by forward hooks)."""
+        from ..objectives._features import forward_with_features
+
         with torch.inference_mode():
-            out = as_outputs(self.model(batch.inputs))
-        # Inference tensors cannot join autograd graphs; a clone outside inference mode can. (B, C)
-        return Outputs(logits=out.logits.clone())
+            out = forward_with_features(self.model, batch.inputs, features)
+        # Inference tensors cannot join autograd graphs; clones made outside inference mode can.
+        return Outputs(logits=out.logits.clone(), hidden={k: v.clone() for k, v in out.hidden.items()})
 
 
 def as_teacher(teacher) -> "TeacherSource | None":
