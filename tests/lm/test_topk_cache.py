@@ -131,3 +131,12 @@ def test_reconstruct_dense_spreads_the_rest():
     dense = reconstruct_dense(top, idx, V)
     assert torch.allclose(dense.exp().sum(-1), torch.ones(2), atol=1e-5)
     assert torch.allclose(dense.gather(-1, idx), top)
+
+
+def test_low_mass_tokens_keep_their_values(tmp_path):
+    """A counted token whose top-k holds little of the teacher's mass is returned as stored (regression)."""
+    logits = torch.zeros(2, T, V)  # flat: the top 4 of 30 hold 4/30 of the mass
+    mask = torch.ones(2, T, dtype=torch.bool)
+    cache = _build(tmp_path / "c", logits, mask)
+    lp, idx = cache.lookup(torch.arange(2), mask)
+    assert torch.allclose(lp.exp().sum(-1), torch.full((2, T), 4 / 30), atol=1e-3)

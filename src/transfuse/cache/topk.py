@@ -242,8 +242,10 @@ class TopKCache:
         Positions the mask does not count get token 0 with probability 1 (they are never used).
         """
         bsz, length = mask.shape
-        lp = torch.zeros(bsz, length, self.k)
-        idx = torch.zeros(bsz, length, self.k, dtype=torch.long)
+        # Positions the cache does not hold: a valid one-hot distribution on token 0 (never counted).
+        lp = torch.full((bsz, length, self.k), -1e4)
+        lp[..., 0] = 0.0
+        idx = torch.arange(self.k).expand(bsz, length, self.k).clone()
         for b, sid in enumerate(index.tolist()):
             positions, s_lp, s_idx, _ = self.sample(int(sid))
             inside = positions < length
@@ -257,10 +259,6 @@ class TopKCache:
                     f"the top-k cache does not cover every counted token of sample {sid}; "
                     "it was built with another mask or sequence length: rebuild it"
                 )
-        # Fill uncounted positions with a valid one-hot distribution on token 0.
-        empty = lp.exp().sum(-1) < 0.5  # (B, T)
-        lp[empty] = torch.cat([torch.zeros(1), torch.full((self.k - 1,), -1e4)]) if self.k > 1 else torch.zeros(1)
-        idx[empty] = torch.arange(self.k)
         return lp.to(mask.device), idx.to(mask.device)
 
 
