@@ -31,10 +31,12 @@ def run_measured(cmd: list, env: dict | None = None) -> dict:
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
     code = os.waitstatus_to_exitcode(status)
+    res = {"seconds": wall, "peak_rss_gb": usage.ru_maxrss * 1024 / 1e9, "cpu_seconds": usage.ru_utime + usage.ru_stime}
     if code != 0:
-        print(out_text[-3000:], file=sys.stderr)
-        raise SystemExit(f"command failed ({code}): {' '.join(map(str, cmd))}")
-    return {"seconds": wall, "peak_rss_gb": usage.ru_maxrss * 1024 / 1e9, "cpu_seconds": usage.ru_utime + usage.ru_stime}
+        print(out_text[-2000:], file=sys.stderr)
+        print(f"command failed ({code}{', killed: out of memory?' if code == -9 else ''}): {' '.join(map(str, cmd))}", file=sys.stderr)
+        res["failed"] = f"exit {code}" + (" (SIGKILL, the kernel's OOM killer)" if code == -9 else "")
+    return res
 
 
 def folder_bytes(p: Path) -> int:
@@ -140,19 +142,21 @@ def main() -> None:
         r["mergekit"] = run_measured([args.mergekit, str(work / f"mk_{m}.yaml"), str(work / f"mk_{m}"), "--no-copy-tokenizer", "--quiet",
                                       "--out-shard-size", "1B"])
         print(m, "mergekit", r["mergekit"], flush=True)
-        if m in ("linear", "ties"):
+        if m in ("linear", "ties") and "failed" not in r["mergekit"] and "failed" not in r["transfuse"]:
             names = [n for n in compare_names if _has(work / f"ours_{m}", n)] or _some_names(work / f"ours_{m}")
             r["max_abs_diff_vs_mergekit"] = compare(work / f"ours_{m}", work / f"mk_{m}", names)
         r["floor"] = io_floor([base, ft1, ft2] if m != "linear" else [base, ft1, ft2], work / f"ours_{m}", work)
         results["runs"][m] = r
-        shutil.rmtree(work / f"ours_{m}")
-        shutil.rmtree(work / f"mk_{m}")
+        shutil.rmtree(work / f"ours_{m}", ignore_errors=True)
+        shutil.rmtree(work / f"mk_{m}", ignore_errors=True)
     print()
     print(f"inputs: 3 checkpoints, {in_gb:.2f} GB in all; one model {model_gb:.2f} GB (bf16)")
     print(f"{'method':8} {'transfuse s':>12} {'mergekit s':>11} {'floor s':>8} {'mk/ours':>8} {'ours/floor':>10} "
           f"{'ours RSS GB':>11} {'mk RSS GB':>10} {'ours RSS/model':>14} {'max|diff|':>10}")
     for m, r in results["runs"].items():
         o, k, f = r["transfuse"], r["mergekit"], r["floor"]
+        if "failed" in k:
+            print(f"{m:8} mergekit {k['failed']} after {k['seconds']:.0f}s at peak RSS {k['peak_rss_gb']:.2f} GB")
         print(f"{m:8} {o['seconds']:12.1f} {k['seconds']:11.1f} {f['seconds']:8.1f} {k['seconds'] / o['seconds']:8.2f} "
               f"{o['seconds'] / f['seconds']:10.2f} {o['peak_rss_gb']:11.2f} {k['peak_rss_gb']:10.2f} "
               f"{o['peak_rss_gb'] / model_gb:14.2f} {r.get('max_abs_diff_vs_mergekit', float('nan')):10.2e}")

@@ -3,11 +3,14 @@
 Followed the reference code (github.com/prateeky2806/ties-merging, ``topk_values_mask``,
 ``resolve_sign``, ``disjoint_merge``): the top-``density`` magnitudes of each task vector are kept
 over the WHOLE model (a global top-k, gathered here in two streaming passes with an exact radix
-select), ties at the threshold kept; the elected sign is that of the sum of trimmed vectors;
+select): as ``topk_values_mask`` there, |tau| >= the (d - int(d * density))-th smallest |tau| is
+kept, ties at the threshold included (so int(d * density) + 1 entries when all differ); the elected sign is that of the sum of trimmed vectors;
 agreeing entries are averaged over their count; theta = theta_0 + scale * merged.
 
 Where the peers differ (METHODS.md, "Where the peers disagree"), as options:
-- ``topk="per_tensor"``: threshold per tensor (mergekit, PEFT).
+- ``topk="per_tensor"``: threshold per tensor (mergekit, PEFT; they keep exactly int(n * density)
+  entries, breaking ties arbitrarily, so on 16-bit weights with many equal magnitudes a few
+  entries at the threshold differ).
 - ``sign_from="weighted"``: elect on w_i * tau_i (mergekit); default unweighted (paper, PEFT).
 - ``normalize="weights"``: divide by the sum of agreeing weights (mergekit); default the agreeing
   count (paper, PEFT); ``"none"``: plain sum.
