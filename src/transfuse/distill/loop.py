@@ -78,6 +78,30 @@ class TrainResult:
     train_seconds: float = 0.0
 
 
+def _accelerator(*, mixed_precision: str, cpu: bool) -> Accelerator:
+    """An Accelerator; in one process, a second run with other settings (cpu, precision) is allowed.
+
+    Accelerate keeps its state in a process-wide singleton and refuses a new Accelerator whose
+    settings differ from the first one's; a notebook that trains twice hits that. With one
+    process the state holds nothing worth keeping, so it is reset; under a launcher it is not.
+    Without cpu=True, Accelerate ignores a multi-process launch on a machine with no GPU.
+    """
+    from accelerate.state import AcceleratorState, PartialState
+
+    def make() -> Accelerator:
+        return Accelerator(
+            mixed_precision=mixed_precision, cpu=cpu, dataloader_config=DataLoaderConfiguration(split_batches=True)
+        )
+
+    try:
+        return make()
+    except ValueError:
+        if PartialState._shared_state and PartialState().num_processes > 1:
+            raise
+        AcceleratorState._reset_state(reset_partial_state=True)
+        return make()
+
+
 def _optimizer(name: str, params, *, lr: float, weight_decay: float, momentum: float) -> torch.optim.Optimizer:
     if name == "adamw":
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
@@ -164,12 +188,7 @@ def train(
     if grad_accum < 1:
         raise TransfuseError("grad_accum must be >= 1")
     torch.manual_seed(seed)
-    accelerator = Accelerator(
-        mixed_precision=mixed_precision,
-        # Without cpu=True, Accelerate ignores a multi-process launch on a machine with no GPU.
-        cpu=cpu or not torch.cuda.is_available(),
-        dataloader_config=DataLoaderConfiguration(split_batches=True),
-    )
+    accelerator = _accelerator(mixed_precision=mixed_precision, cpu=cpu or not torch.cuda.is_available())
     output = Path(output_dir) if output_dir is not None else None
     ckpt_root = output / "checkpoints" if output is not None else None
     if resume and ckpt_root is None:
