@@ -136,3 +136,13 @@ def test_list_registries(run_cli, what):
 def test_help(run_cli, command):
     proc = run_cli(command, "--help")
     assert proc.returncode == 0 and "Usage" in proc.stdout
+
+
+def test_lm_recipes_are_dispatched_by_task(run_cli):
+    proc = run_cli("distill", "lm_distill", "student.layerz=3")
+    _assert_clean_error(proc, r"unknown key 'student\.layerz'\. Did you mean: layers")
+
+
+def test_unknown_task(run_cli, tmp_path):
+    proc = run_cli("distill", _recipe(tmp_path, task="translate"))
+    _assert_clean_error(proc, r"unknown task 'translate'")

@@ -11,7 +11,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Literal, Any, Dict, List, Optional, Union
 
 import torch
 from pydantic import Field
@@ -82,6 +82,7 @@ class LMEvalSpec(Strict):
 
 
 class LMConfig(Strict):
+    task: Literal["lm"] = "lm"  # `transfuse distill` sends recipes with task: lm here
     teacher: LMTeacherSpec = Field(default_factory=LMTeacherSpec)
     student: LMStudentSpec = Field(default_factory=LMStudentSpec)
     data: LMDataSpec = Field(default_factory=LMDataSpec)

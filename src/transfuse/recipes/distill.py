@@ -76,6 +76,7 @@ class EvalSpec(Strict):
 
 
 class DistillConfig(Strict):
+    task: Literal["classify"] = "classify"  # `task: lm` recipes go to transfuse.lm.recipe
     student: ModelSpec
     teacher: Optional[TeacherSpec] = None
     objective: ObjectiveSpec = Field(default_factory=ObjectiveSpec)
@@ -312,10 +313,26 @@ def run(cfg: DistillConfig, *, resume: bool = False) -> Dict[str, Any]:
     return metrics
 
 
+def _task(path: Path, overrides: List[str]) -> str:
+    from ..config import apply_overrides, read_yaml
+
+    return str(apply_overrides(read_yaml(path), [o for o in overrides if o.startswith("task=")]).get("task", "classify"))
+
+
 def main(recipe: str | Path, overrides: List[str], *, resume: bool = False) -> Dict[str, Any]:
     from rich.console import Console
 
-    cfg = load_config(DistillConfig, resolve_recipe(recipe), overrides)
+    path = resolve_recipe(recipe)
+    task = _task(path, overrides)
+    if task == "lm":
+        if resume:
+            raise TransfuseError("--resume is not supported for task: lm recipes yet; rerun without it")
+        from ..lm.recipe import run_recipe
+
+        return run_recipe(path, overrides)
+    if task != "classify":
+        raise TransfuseError(f"unknown task {task!r} in {str(path)!r}; use task: classify (default) or task: lm")
+    cfg = load_config(DistillConfig, path, overrides)
     metrics = run(cfg, resume=resume)
     shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items() if not isinstance(v, (list, dict))}
     Console().print(f"[bold]done[/bold]: {cfg.output}/student.safetensors  {shown}")
