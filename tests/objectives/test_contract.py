@@ -46,9 +46,6 @@ class _TinyLM(nn.Module):
 
 # Objectives with a required parameter get these in the contract tests.
 EXAMPLE_PARAMS = {"combined": {"terms": [{"name": "kd", "weight": 1.0}]}}
-# Objectives written before this contract that let gradient reach the teacher's logits (they do not
-# detach them); harmless in the loop, which runs the teacher under inference_mode. Fix: detach.
-TEACHER_GRAD_KNOWN = {"kd", "jsd", "reverse_kl", "forward_kl", "skew_kl", "tvd", "taid", "lssd", "combined"}
 
 
 def _build(name):
@@ -65,10 +62,7 @@ def _run(name, student, teacher, batch, *, teacher_grad=False):
     return obj, obj(s, t, batch)
 
 
-@pytest.mark.parametrize(
-    "name",
-    [pytest.param(n, marks=pytest.mark.xfail(reason="teacher logits not detached", strict=False)) if n in TEACHER_GRAD_KNOWN else n for n in NAMES],
-)
+@pytest.mark.parametrize("name", NAMES)
 def test_finite_scalar_and_grad_only_to_student(name):
     student, teacher = _image_model(0), _image_model(1)
     _, loss = _run(name, student, teacher, _image_batch(), teacher_grad=True)
