@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from ..signals import Batch, Outputs
 from . import Objective, objectives
+from ._adam import BufferAdam, step_parts
 from ._features import teacher_model
 from ._functional import kl
 
@@ -47,8 +48,8 @@ class DataFreeKD(Objective):
         self.oh_weight, self.ie_weight, self.adv_weight = oh_weight, ie_weight, adv_weight
         self.in_shape = tuple(in_shape)
         self.generator: Optional[nn.Module] = _generator(noise_dim, hidden, math.prod(self.in_shape)) if self.in_shape else None
+        self.adam = BufferAdam(lr=gen_lr)  # its moments are buffers: checkpoints carry them
         self._models: list = []
-        self._opt: Optional[torch.optim.Optimizer] = None
 
     def bind(self, student: nn.Module, teacher: Optional[nn.Module] = None) -> None:
         model = teacher_model(teacher)
@@ -76,9 +77,6 @@ class DataFreeKD(Objective):
         if self.generator is None:
             self.in_shape = tuple(batch.inputs.shape[1:])
             self.generator = _generator(self.noise_dim, self.hidden, math.prod(self.in_shape)).to(device)
-        params = list(self.generator.parameters())
-        if self._opt is None:
-            self._opt = torch.optim.Adam(params, lr=self.gen_lr)
         self.generator.train()
         for _ in range(self.gen_steps):
             with torch.enable_grad():
@@ -87,12 +85,7 @@ class DataFreeKD(Objective):
                 p_mean = t.softmax(-1).mean(0)
                 entropy = -(p_mean * p_mean.clamp_min(1e-12).log()).sum()
                 loss = self.oh_weight * F.cross_entropy(t, t.argmax(-1)) - self.ie_weight * entropy - self.adv_weight * (t - s).abs().mean()
-                grads = torch.autograd.grad(loss, params, allow_unused=True)
-            for p, g in zip(params, grads):
-                p.grad = None if g is None else g.detach()
-            self._opt.step()
-            for p in params:
-                p.grad = None
+                step_parts(self.adam, list(self.generator.parameters()), loss)
         with torch.no_grad():
             x = self.synthesise(n, generator, device)
         return Batch(inputs=x, labels=None, index=None, mask=None, extra={})

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from ..signals import Batch, Outputs
 from . import Objective, objectives
+from ._adam import BufferAdam, step_parts
 from ._features import teacher_model
 from ._functional import cross_entropy, kl
 
@@ -39,7 +40,8 @@ class HardAugmentationKD(Objective):
     to maximise T^2 KL(p_t(x') || p_s(x')) - teacher_weight CE(teacher(x'), y), then returns the
     clean batch followed by its augmented copy (2B rows) for both models. Loss: kd's
     alpha T^2 KL + (1 - alpha) CE on all rows. The augmentor is a submodule (saved in
-    checkpoints) with its own optimizer; the loop's optimizer never gets its gradients.
+    checkpoints) with its own Adam whose moments are buffers (so resumed runs match); the loop's
+    optimizer never gets its gradients.
     """
     #: prepare() changes the inputs, so the teacher must run live on them (no logits cache).
     changes_inputs = True
@@ -50,8 +52,8 @@ class HardAugmentationKD(Objective):
         self.alpha, self.temperature, self.teacher_weight = alpha, temperature, teacher_weight
         self.aug_lr, self.aug_steps, self.noise_dim = aug_lr, aug_steps, noise_dim
         self.augmentor = _Augmentor(noise_dim, hidden, max_shift)
+        self.adam = BufferAdam(lr=aug_lr)  # its moments are buffers: checkpoints carry them
         self._models: list = []
-        self._opt: Optional[torch.optim.Optimizer] = None
 
     def bind(self, student: nn.Module, teacher: Optional[nn.Module] = None) -> None:
         model = teacher_model(teacher)
@@ -69,7 +71,6 @@ class HardAugmentationKD(Objective):
         x = batch.inputs
         if x.dim() != 4:
             raise ValueError(f"hard augments images (B, C, H, W); got inputs of shape {tuple(x.shape)}")
-        params = list(self.augmentor.parameters())
         for _ in range(self.aug_steps):
             with torch.enable_grad():
                 x_aug = self.augment(x, generator)
@@ -77,14 +78,7 @@ class HardAugmentationKD(Objective):
                 gain = kl(t, s, self.temperature).mean() * self.temperature**2
                 if batch.labels is not None:
                     gain = gain - self.teacher_weight * cross_entropy(t, batch.labels)
-                grads = torch.autograd.grad(-gain, params, allow_unused=True)
-            if self._opt is None:
-                self._opt = torch.optim.Adam(params, lr=self.aug_lr)
-            for p, g in zip(params, grads):
-                p.grad = None if g is None else g.detach()
-            self._opt.step()
-            for p in params:
-                p.grad = None
+                step_parts(self.adam, list(self.augmentor.parameters()), -gain)
         with torch.no_grad():
             x_aug = self.augment(x, generator)
         double = lambda v: None if v is None else torch.cat([v, v], 0)  # noqa: E731

@@ -10,6 +10,7 @@ from torch.func import functional_call
 
 from ..signals import Batch, Outputs
 from . import Objective, objectives
+from ._adam import BufferAdam, step_parts
 from ._functional import kl
 
 
@@ -21,8 +22,8 @@ class TrilateralGeometryKD(Objective):
     teacher's probabilities over samples of class g, a buffer), p_s - p_t, p_t - g, p_s - g,
     p_t - tbar_g. a_i = sigmoid(MLP) is used detached in the student's loss. Every ``meta_every``
     calls in training, a look-ahead step w' = w - inner_lr grad_w L(w, a) is taken through
-    ``torch.func.functional_call`` on the bound student, and the MLP moves (its own Adam, lr
-    ``meta_lr``) to lower CE(f(x_val; w')) on the held-out batch from ``set_held_out`` (the current
+    ``torch.func.functional_call`` on the bound student, and the MLP moves (its own Adam with moments
+    in buffers, lr ``meta_lr``) to lower CE(f(x_val; w')) on the held-out batch from ``set_held_out`` (the current
     batch when none was given). Unlabelled samples get a_i = 1 (KL only).
     """
 
@@ -33,7 +34,7 @@ class TrilateralGeometryKD(Objective):
         nn.init.zeros_(self.mlp[2].weight)
         nn.init.constant_(self.mlp[2].bias, 2.2)  # a ~ 0.9 at the start, like kd's alpha
         self.meta_lr = meta_lr
-        self._meta_opt: Optional[torch.optim.Optimizer] = None
+        self.adam = BufferAdam(lr=meta_lr)  # its moments are buffers: checkpoints carry them
         self._student: list = []
         self._held_out: Optional[tuple] = None
         self.register_buffer("class_mean", torch.zeros(0, 0))  # (C, C) teacher probabilities per class
@@ -93,15 +94,7 @@ class TrilateralGeometryKD(Objective):
         fast = {k: v if g is None else v - self.inner_lr * g for (k, v), g in zip(params.items(), grads)}
         x_val, y_val = self._held_out if self._held_out is not None else (batch.inputs, labels)
         outer = F.cross_entropy(functional_call(student, fast, (x_val,)).float(), y_val.clamp_min(0))
-        mlp_params = list(self.mlp.parameters())
-        meta_grads = torch.autograd.grad(outer, mlp_params, allow_unused=True)
-        if self._meta_opt is None:
-            self._meta_opt = torch.optim.Adam(mlp_params, lr=self.meta_lr)
-        for p, g in zip(mlp_params, meta_grads):
-            p.grad = None if g is None else g.detach()
-        self._meta_opt.step()
-        for p in mlp_params:
-            p.grad = None  # the loop's optimizer must not step the MLP again
+        step_parts(self.adam, list(self.mlp.parameters()), outer)  # grads to the MLP only, never .grad
 
     def forward(self, student: Outputs, teacher: Outputs, batch: Batch) -> Tensor:
         t_logits = teacher.logits.detach()
