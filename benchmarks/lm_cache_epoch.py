@@ -74,7 +74,7 @@ def main() -> None:
         batches = (as_batch(data.__getitems__(list(range(s, min(s + args.batch, args.rows))))) for s in range(0, args.rows, args.batch))
 
         def logits_of(b):
-            return teacher(input_ids=b.inputs.to(dev), attention_mask=b.extra["attention_mask"].to(dev)).logits.cpu()
+            return teacher(input_ids=b.inputs.to(dev), attention_mask=b.extra["attention_mask"].to(dev)).logits
 
         cache = build_topk_cache(tmp, teacher_logits=logits_of, batches=batches, fingerprint=parts, k=args.k,
                                  temperature=1.0, vocab_size=49152, num_samples=args.rows)

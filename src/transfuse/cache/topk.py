@@ -302,12 +302,17 @@ def build_topk_cache(
                 continue
             with torch.inference_mode():
                 logits = teacher_logits(batch)  # (B, T, V)
+                keep = batch.mask.bool().to(logits.device)  # (B, T)
+                top, idx, rest = topk_of_logits(logits[keep], k, temperature)  # (n, K), (n, K), (n,): whole batch at once
+            counts = keep.sum(-1).tolist()
+            top, idx, rest = top.cpu(), idx.cpu(), rest.cpu()
+            start = 0
             for b, sid in enumerate(ids):
-                if sid not in todo:
-                    continue
-                positions = batch.mask[b].bool().nonzero().squeeze(-1)  # (n,)
-                top, idx, rest = topk_of_logits(logits[b, positions], k, temperature)
-                writer.add(sid, positions.cpu(), top, idx, rest)
+                end = start + int(counts[b])
+                if sid in todo:
+                    positions = keep[b].nonzero().squeeze(-1).cpu()  # (n_b,)
+                    writer.add(sid, positions, top[start:end], idx[start:end], rest[start:end])
+                start = end
             if progress is not None:
                 progress(len(ids))
     writer.close()
