@@ -95,12 +95,12 @@ def build(registry: Registry[Any], name: str, params: Dict[str, Any] | None = No
     accepted = [p for p in sig.parameters if p not in ("self",)]
     for key in params:
         if key not in sig.parameters:
-            user_params = [p for p in accepted if p not in context]
+            user_params = accepted
             raise TransfuseError(
                 f"{registry.kind} {name!r} has no parameter {key!r}.{closest(key, user_params)} "
                 f"Valid parameters: {', '.join(user_params) or 'none'}."
             )
-    ctx = {k: v for k, v in context.items() if k in sig.parameters}
+    ctx = {k: v for k, v in context.items() if k in sig.parameters and k not in params}  # params may override
     try:
         return factory(**ctx, **params)
     except (TypeError, ValueError) as exc:

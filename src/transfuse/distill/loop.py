@@ -199,6 +199,8 @@ def train(
             "the batch size is global, so pick a multiple of the process count"
         )
     _check_teacher_fits(objective, teacher)
+    if hasattr(teacher, "attach"):  # a teacher made from the student itself (SelfTeacher)
+        teacher.attach(student)
     objective.bind(student, teacher=getattr(teacher, "model", None))
     student.train()
     device = accelerator.device
@@ -232,12 +234,16 @@ def train(
             return None
         return teacher(batch, objective.teacher_features) if objective.teacher_features else teacher(batch)
 
+    stateful_teacher = getattr(teacher, "stateful", False)
     step, start_epoch, position, history = 0, 0, 0, []
     if resume:
         folder = ckpt.latest_checkpoint(ckpt_root)
         if folder is None:
             raise TransfuseError(f"no checkpoint to resume from in {str(ckpt_root)!r}; run without --resume")
-        parts = ckpt.read_checkpoint(folder, ("student", "objective", "optimizer", "scheduler", "progress", "rng"))
+        names = ("student", "objective", "optimizer", "scheduler", "progress", "rng")
+        parts = ckpt.read_checkpoint(folder, names + (("teacher",) if stateful_teacher else ()))
+        if stateful_teacher:
+            teacher.load_state_dict(parts["teacher"])
         accelerator.unwrap_model(model).load_state_dict(parts["student"])
         objective.load_state_dict(parts["objective"])
         opt.load_state_dict(parts["optimizer"])
@@ -265,6 +271,7 @@ def train(
                     "scheduler": sched.state_dict(),
                     "progress": {"step": step, "epoch": epoch, "position": pos, "history": history},
                     "rng": ckpt.rng_state(),
+                    **({"teacher": teacher.state_dict()} if stateful_teacher else {}),
                 },
             )
         accelerator.wait_for_everyone()
@@ -299,7 +306,7 @@ def train(
                 with sync, accelerator.autocast():
                     teacher_out = teacher_forward(batch)
                     student_out = student_forward(batch)
-                    _check_labels(batch, student_out, teacher_out)
+                    _check_labels(batch, student_out, teacher_out, objective)
                     loss = objective(student_out, teacher_out, batch)
                 weight = float(units[i] * accelerator.num_processes / total_units)
                 accelerator.backward(loss * weight)
@@ -329,6 +336,8 @@ def train(
             n_steps += 1
             loss_sum += step_loss
             objective.on_step_end(step=step, total_steps=total_steps, loss=step_loss)
+            if hasattr(teacher, "on_step_end"):
+                teacher.on_step_end(unwrapped)
             if bar is not None:
                 bar.update(step, loss_sum / n_steps, correct / max(labelled, 1) if labelled else None, epoch + 1)
             if step % log_every == 0:
@@ -337,6 +346,8 @@ def train(
                 save_checkpoint(epoch, pos)
         train_time += time.perf_counter() - t0
         objective.on_epoch_end(epoch=epoch + 1, epochs=epochs)
+        if hasattr(teacher, "on_epoch_end"):
+            teacher.on_epoch_end(unwrapped, epoch + 1)
         record: Dict[str, Any] = {
             "epoch": epoch + 1,
             "step": step,
@@ -385,13 +396,15 @@ def _check_teacher_fits(objective: Objective, teacher: Optional[Callable]) -> No
         )
 
 
-def _check_labels(batch: Batch, student: Outputs, teacher: Optional[Outputs]) -> None:
+def _check_labels(batch: Batch, student: Outputs, teacher: Optional[Outputs], objective: Objective) -> None:
     """Labels must index the classes; teacher and student must agree on the class count."""
     logits = student.logits
     if logits is None:
         return
     classes = logits.shape[-1]
-    if teacher is not None and teacher.logits is not None and teacher.logits.shape[-1] != classes:
+    fewer_ok = getattr(objective, "teacher_may_have_fewer_classes", False)
+    t_classes = None if teacher is None or teacher.logits is None else teacher.logits.shape[-1]
+    if t_classes is not None and (t_classes > classes if fewer_ok else t_classes != classes):
         raise TransfuseError(
             f"the teacher predicts {teacher.logits.shape[-1]} classes but the student {classes}; "
             "give both models the same number of outputs"

@@ -31,6 +31,8 @@ class Objective(nn.Module):
     #: (see ``_features.forward_with_features``); ``"penultimate"`` is the input of the last Linear.
     student_features: tuple = ()
     teacher_features: tuple = ()
+    #: True when the teacher may know only some of the student's classes (its first ones; Cr-KD).
+    teacher_may_have_fewer_classes: bool = False
 
     def forward(self, student: Outputs, teacher: Outputs, batch: Batch) -> Tensor:  # pragma: no cover
         raise NotImplementedError

@@ -22,6 +22,8 @@ class ClassRelationKD(Objective):
     a constant, so the gradient is the same. Plus ``ce_weight`` CE on labelled samples.
     """
 
+    teacher_may_have_fewer_classes = True
+
     is_divergence = True
     supports_tokens = True
 

@@ -31,6 +31,10 @@ class ModelSpec(Strict):
 
 
 class TeacherSpec(ModelSpec):
+    name: Optional[str] = None  # a model name; not used with source: self
+    source: Literal["model", "self"] = "model"  # self: the student's own past (snapshot or EMA)
+    every_epochs: int = Field(1, gt=0)  # source self: refresh the snapshot after every this many epochs
+    ema_decay: Optional[float] = Field(None, gt=0, lt=1)  # source self: an EMA of the student instead
     cache: bool = True  # run the teacher once over the training data and reuse its logits
     cache_dir: str = "~/.cache/transfuse/teachers"
     cache_path: Optional[str] = None
@@ -46,6 +50,7 @@ class DataSpec(Strict):
     params: Dict[str, Any] = Field(default_factory=dict)
     batch_size: int = Field(128, gt=0)
     eval_batch_size: int = Field(1000, gt=0)
+    held_out: int = Field(0, ge=0)  # labelled training samples kept out of training for objectives that use them (tgeo)
 
 
 class OptimSpec(Strict):
@@ -171,20 +176,22 @@ def build_pieces(cfg: DistillConfig) -> Pieces:
         load_weights(student, cfg.student.weights, what="student")
     objective = build_objective(cfg.objective.name, cfg.objective.params)
     teacher = None
-    if cfg.teacher is not None:
+    if cfg.teacher is not None and cfg.teacher.source == "model":
+        if not cfg.teacher.name:
+            raise TransfuseError("teacher needs a model name (teacher.name=...), or teacher.source=self")
         teacher = build_model(cfg.teacher.name, cfg.teacher.params, in_shape=data.in_shape, num_classes=data.num_classes)
         if cfg.teacher.weights:
             load_weights(teacher, cfg.teacher.weights, what="teacher")
         teacher.eval()
-        _check_class_counts(teacher, student, data)
-    elif objective.needs_teacher:
+        _check_class_counts(teacher, student, data, fewer_ok=objective.teacher_may_have_fewer_classes)
+    elif cfg.teacher is None and objective.needs_teacher:
         raise TransfuseError(
             f"objective {cfg.objective.name!r} needs a teacher; add a `teacher:` section or use objective.name=ce"
         )
     return Pieces(data=data, student=student, teacher_model=teacher, objective=objective)
 
 
-def _check_class_counts(teacher: nn.Module, student: nn.Module, data: Any) -> None:
+def _check_class_counts(teacher: nn.Module, student: nn.Module, data: Any, *, fewer_ok: bool = False) -> None:
     from ..signals import as_outputs
 
     probe = data.train.inputs[:2]
@@ -192,7 +199,7 @@ def _check_class_counts(teacher: nn.Module, student: nn.Module, data: Any) -> No
         t = as_outputs(teacher(probe)).logits.shape[-1]
         s = as_outputs(student.eval()(probe)).logits.shape[-1]
     student.train()
-    if t != s:
+    if (t > s) if fewer_ok else (t != s):
         raise TransfuseError(f"the teacher predicts {t} classes but the student {s}; give both the same number of classes")
     if s != data.num_classes:
         raise TransfuseError(f"the models predict {s} classes but data {data.name!r} has {data.num_classes}")
@@ -201,8 +208,10 @@ def _check_class_counts(teacher: nn.Module, student: nn.Module, data: Any) -> No
 def teacher_source(cfg: DistillConfig, pieces: Pieces):
     """A cached teacher (logits computed once, reused across runs) or the live frozen model."""
     from ..cache import CachedTeacher, build_or_load_logits_cache
-    from ..teachers import FrozenTeacher
+    from ..teachers import FrozenTeacher, SelfTeacher
 
+    if cfg.teacher is not None and cfg.teacher.source == "self":
+        return SelfTeacher(every_epochs=cfg.teacher.every_epochs, ema_decay=cfg.teacher.ema_decay)
     if pieces.teacher_model is None:
         return None
     if not cfg.teacher.cache:
@@ -220,6 +229,25 @@ def teacher_source(cfg: DistillConfig, pieces: Pieces):
 
 # ---------------------------------------------------------------------------------------------
 # the run
+
+
+def hold_out(train, n: int, objective, *, seed: int):
+    """Keep ``n`` random labelled samples out of training and hand them to the objective (TGeo-KD's
+    bilevel outer loss); returns the rest of the training split."""
+    if n == 0:
+        return train
+    if not hasattr(objective, "set_held_out"):
+        name = getattr(objective, "registry_name", type(objective).__name__)
+        raise TransfuseError(f"data.held_out is only used by objectives that train on a held-out split (tgeo); {name!r} does not")
+    labelled = torch.nonzero(train.labels >= 0).squeeze(1)
+    if n >= len(labelled):
+        raise TransfuseError(f"data.held_out={n} but the training split has only {len(labelled)} labelled samples")
+    g = torch.Generator().manual_seed(seed)
+    chosen = labelled[torch.randperm(len(labelled), generator=g)[:n]]
+    keep = torch.ones(len(train), dtype=torch.bool)
+    keep[chosen] = False
+    objective.set_held_out(train.inputs[chosen], train.labels[chosen])
+    return train.subset(torch.nonzero(keep).squeeze(1))
 
 
 def prepare_output(cfg: DistillConfig, resume: bool) -> Path:
@@ -267,7 +295,8 @@ def run(cfg: DistillConfig, *, resume: bool = False) -> Dict[str, Any]:
         m = evaluate_model(model, data.test, teacher_logits=teacher_test_logits, batch_size=cfg.data.eval_batch_size, bins=cfg.eval.bins)
         return {"test_accuracy": m["accuracy"]}
 
-    loader = make_loader(data.train, batch_size=cfg.data.batch_size, seed=cfg.train.seed)
+    train_split = hold_out(data.train, cfg.data.held_out, pieces.objective, seed=cfg.train.seed)
+    loader = make_loader(train_split, batch_size=cfg.data.batch_size, seed=cfg.train.seed)
     result = train(
         student=pieces.student,
         teacher=source,

@@ -1,7 +1,8 @@
 """Teacher sources: where the teacher's signal for a batch comes from.
 
 A teacher source is called with a :class:`Batch` and returns :class:`Outputs`. Sources: a
-frozen live model (inference mode), an offline cache of its outputs keyed by sample id.
+frozen live model (inference mode), an offline cache of its outputs keyed by sample id
+(``transfuse.cache``), and the student's own past (``SelfTeacher``: snapshot or EMA).
 """
 from __future__ import annotations
 
@@ -48,4 +49,6 @@ def as_teacher(teacher) -> "TeacherSource | None":
     raise TypeError(f"teacher must be an nn.Module or a teacher source, got {type(teacher).__name__}")
 
 
-__all__ = ["TeacherSource", "FrozenTeacher", "as_teacher"]
+from .self_teacher import SelfTeacher  # noqa: E402  (defined in its own file)
+
+__all__ = ["TeacherSource", "FrozenTeacher", "SelfTeacher", "as_teacher"]
