@@ -8,15 +8,11 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
-    # Lazy so that `import transfuse` stays light and `transfuse.merge` does not import training code.
-    if name == "distill":
-        from .distill.api import distill
+    # Lazy, so that `import transfuse` stays light; both subpackages are callable (see _callable.py).
+    if name in ("distill", "merge"):
+        import importlib
 
-        return distill
-    if name == "merge":
-        from .merge.api import merge
-
-        return merge
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(name)
 
 

@@ -1,20 +1,11 @@
 """Model merging: a streaming engine (engine.py), one file per method (methods/), I/O (io.py).
 
 ``transfuse.merge(config)`` and ``transfuse.merge.merge(config)`` both run a merge: the package
-``transfuse.merge`` is itself callable, because importing any of its submodules makes the
-attribute ``transfuse.merge`` this package rather than the function.
+is callable (see ``transfuse._callable``).
 """
 from __future__ import annotations
 
-import sys
-import types
-
-
-class _CallableModule(types.ModuleType):
-    def __call__(self, *args, **kwargs):
-        from .api import merge as _merge
-
-        return _merge(*args, **kwargs)
+from .._callable import make_callable
 
 
 def merge(*args, **kwargs):
@@ -24,4 +15,4 @@ def merge(*args, **kwargs):
     return _merge(*args, **kwargs)
 
 
-sys.modules[__name__].__class__ = _CallableModule
+make_callable(__name__, "transfuse.merge.api:merge")
