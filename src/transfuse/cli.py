@@ -61,15 +61,16 @@ def merge(
 @app.command("list")
 def list_(what: str = typer.Argument(..., help="objectives | datasets | models | merge-methods | recipes")) -> None:
     """Print a registry: each name with a one-line description."""
-    from rich.console import Console
     from rich.table import Table
+
+    from ._console import console
 
     table = Table(show_header=True, header_style="bold")
     table.add_column(what.rstrip("s"))
     table.add_column("description")
     for name, line in _registry_for(what).items():
         table.add_row(name, line)
-    Console().print(table)
+    console().print(table)
 
 
 def _registry_for(what: str) -> dict:

@@ -8,15 +8,14 @@ and cached). Both students get about the same number of optimizer steps.
 from __future__ import annotations
 
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import torch
-from rich.console import Console
 from rich.table import Table
 
+from .._console import console
 from ..assets import builtin_weights
 from ..cache import CachedTeacher, build_or_load_logits_cache
 from ..data import build_data
@@ -98,11 +97,6 @@ def _row(name: str, m: Dict[str, Any], result) -> Dict[str, Any]:
     }
 
 
-def _console() -> Console:
-    # Wide enough for the table when the output is a file or a pipe (rich assumes 80 columns there).
-    return Console() if sys.stdout.isatty() else Console(width=140)
-
-
 def print_table(rows: List[Dict[str, Any]], title: str) -> None:
     table = Table(title=title, header_style="bold")
     for col in ("model", "test accuracy", "ECE", "agreement w/ teacher", "parameters", "ms / 1,000 images", "train s"):
@@ -112,7 +106,7 @@ def print_table(rows: List[Dict[str, Any]], title: str) -> None:
             r["model"], f"{100 * r['accuracy']:.2f}%", f"{r['ece']:.4f}", f"{100 * r['agreement']:.2f}%",
             f"{r['parameters']:,}", f"{r['ms_per_1000']:.2f}", "shipped" if r["train_s"] is None else f"{r['train_s']:.1f}",
         )
-    _console().print(table)
+    console().print(table)
 
 
 def main(*, output: Path, seed: int = 0, epochs: Optional[int] = None) -> Dict[str, Any]:
@@ -123,7 +117,7 @@ def main(*, output: Path, seed: int = 0, epochs: Optional[int] = None) -> Dict[s
     title = f"Fashion-MNIST, {LABELLED if not small else 'few'} labelled images: CNN teacher -> MLP student (seed {seed})"
     print_table(out["rows"], title)
     write_report(Path(output), rows=out["rows"], curves=out["curves"], reliability=out["reliability"], title=title)
-    _console().print(
+    console().print(
         f"teacher logits over the training set: {out['cache_seconds']:.1f} s (cached for later runs)\n"
         f"report: {output}/report.md  ({time.perf_counter() - start:.0f} s in all)"
     )

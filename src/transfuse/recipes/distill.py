@@ -349,7 +349,7 @@ def _task(path: Path, overrides: List[str]) -> str:
 
 
 def main(recipe: str | Path, overrides: List[str], *, resume: bool = False) -> Dict[str, Any]:
-    from rich.console import Console
+    from .._console import console
 
     path = resolve_recipe(recipe)
     task = _task(path, overrides)
@@ -364,5 +364,5 @@ def main(recipe: str | Path, overrides: List[str], *, resume: bool = False) -> D
     cfg = load_config(DistillConfig, path, overrides)
     metrics = run(cfg, resume=resume)
     shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items() if not isinstance(v, (list, dict))}
-    Console().print(f"[bold]done[/bold]: {cfg.output}/student.safetensors  {shown}")
+    console().print(f"[bold]done[/bold]: {cfg.output}/student.safetensors  {shown}")
     return metrics
