@@ -164,9 +164,10 @@ class LiveTeacher:
         for p in self.model.parameters():
             p.requires_grad_(False)
 
-    def __call__(self, batch: Batch) -> Outputs:
+    def __call__(self, batch: Batch, features=()) -> Outputs:
+        # the loop passes the objective's teacher feature paths (the same as self.paths)
         with torch.no_grad():
-            out = forward_with_features(self.model, batch.inputs, self.paths)
+            out = forward_with_features(self.model, batch.inputs, tuple(features) or self.paths)
         return Outputs(logits=out.logits, hidden=dict(out.hidden))
 
 
