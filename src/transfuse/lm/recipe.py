@@ -73,6 +73,7 @@ class LMTrainSpec(Strict):
     grad_accum: int = Field(1, gt=0)
     grad_clip: Optional[float] = Field(1.0, gt=0)
     seed: int = 0
+    device: str = "auto"  # auto: a GPU when there is one, else the CPU; or "cpu"
 
 
 class LMEvalSpec(Strict):
@@ -105,9 +106,10 @@ def _fingerprint(model: nn.Module) -> str:
 def perplexity(model: nn.Module, data, *, batch_size: int = 16) -> float:
     """exp of the mean next-token NLL over the counted tokens of ``data`` (a TokenDataset)."""
     model.eval()
+    dev = next(model.parameters()).device
     total, count = 0.0, 0
     for s in range(0, len(data), batch_size):
-        rows = data.__getitems__(list(range(s, min(s + batch_size, len(data)))))
+        rows = {k: v.to(dev) for k, v in data.__getitems__(list(range(s, min(s + batch_size, len(data))))).items()}
         logits = model(input_ids=rows["inputs"], attention_mask=rows["attention_mask"]).logits  # (B, T, V)
         keep = rows["mask"]
         nll = torch.nn.functional.cross_entropy(logits[keep].float(), rows["labels"][keep], reduction="sum")
@@ -129,9 +131,10 @@ def teacher_nll(student: nn.Module, teacher: nn.Module, data, *, prompt_tokens: 
         outs = sample_continuations(student, chunk, max_new_tokens=new_tokens, generator=g,
                                     eos_token_id=eos_token_id, pad_token_id=pad_token_id)
         rows = join_rows(chunk, outs, seq_len=prompt_tokens + new_tokens, pad_token_id=pad_token_id)
-        logits = teacher(input_ids=rows.inputs, attention_mask=rows.attention_mask).logits
-        keep = rows.mask
-        total += float(torch.nn.functional.cross_entropy(logits[keep].float(), rows.labels[keep], reduction="sum"))
+        dev = next(teacher.parameters()).device
+        logits = teacher(input_ids=rows.inputs.to(dev), attention_mask=rows.attention_mask.to(dev)).logits
+        keep = rows.mask.to(dev)
+        total += float(torch.nn.functional.cross_entropy(logits[keep].float(), rows.labels.to(dev)[keep], reduction="sum"))
         count += int(keep.sum())
     return total / max(count, 1)
 
@@ -248,7 +251,8 @@ class Prepared:
             student=student, teacher=teacher, objective=objective, train_loader=loader, epochs=cfg.train.epochs,
             max_steps=cfg.train.max_steps, lr=cfg.train.lr, schedule=cfg.train.schedule,
             warmup_steps=cfg.train.warmup_steps, grad_accum=cfg.train.grad_accum, grad_clip=cfg.train.grad_clip,
-            seed=seed, progress=False, log_every=10**9, cpu=True,
+            seed=seed, progress=False, log_every=10**9,
+            cpu=cfg.train.device == "cpu" or (cfg.train.device == "auto" and not torch.cuda.is_available()),
         )
         seconds = time.perf_counter() - t0
         hf_student.eval()
