@@ -78,3 +78,11 @@ def test_token_mask_selects_positions():
     expected = (kl * mask.numpy()).sum() / mask.sum().item()
     got = build_objective("kd", {"temperature": 1.0, "alpha": 1.0})(Outputs(s), Outputs(t), Batch(inputs=s, mask=mask)).item()
     assert got == pytest.approx(expected, rel=1e-5)
+
+
+def test_ce_label_smoothing():
+    eps = 0.2
+    p = _np_softmax(S.numpy())
+    rows = [(0, 1), (2, 0)]
+    expected = np.mean([-(1 - eps) * np.log(p[i, y]) - eps * np.log(p[i]).mean() for i, y in rows])
+    assert _run("ce", {"label_smoothing": eps}) == pytest.approx(expected, rel=1e-5)

@@ -54,7 +54,7 @@ def position_mask(batch_mask: Optional[Tensor], values: Tensor) -> Optional[Tens
     return None
 
 
-def cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
+def cross_entropy(logits: Tensor, labels: Tensor, label_smoothing: float = 0.0) -> Tensor:
     """Mean cross-entropy over positions whose label is >= 0 (unlabelled samples use -1, tokens -100).
 
     Zero (with a gradient path) when no position in the batch has a label.
@@ -64,7 +64,7 @@ def cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
     keep = flat_labels >= 0
     if not bool(keep.any()):
         return flat_logits.sum() * 0.0
-    return F.cross_entropy(flat_logits[keep], flat_labels[keep])
+    return F.cross_entropy(flat_logits[keep], flat_labels[keep], label_smoothing=label_smoothing)
 
 
 def pair_logprobs(student, teacher, temperature: float = 1.0) -> tuple[Tensor, Tensor]:
