@@ -43,3 +43,24 @@ def test_crkd_rejects_student_narrower_than_teacher():
     obj = build_objective("crkd")
     with pytest.raises(ValueError, match="fewer than"):
         obj(Outputs(logits=torch.zeros(1, 2)), Outputs(logits=torch.zeros(1, 3)), Batch(inputs=torch.zeros(1)))
+
+
+def test_official_ce_form_is_kl_plus_teacher_entropy():
+    import torch
+
+    from transfuse.objectives import build_objective
+    from transfuse.signals import Batch, Outputs
+
+    g = torch.Generator().manual_seed(3)
+    s, t = torch.randn(4, 6, generator=g), torch.randn(4, 3, generator=g)
+    batch = Batch(inputs=s, labels=torch.full((4,), -1))
+    kl_form = build_objective("crkd", {"ce_weight": 0.0})
+    ce_form = build_objective("crkd", {"ce_weight": 0.0, "official_ce": True})
+    scale = 0.1 * 4.0
+    p_old = torch.softmax(t / scale, -1)
+    gate = torch.softmax(s / scale, -1)[:, :3].sum(-1)
+    weight = gate / gate.mean()
+    entropy = -(p_old * p_old.log()).sum(-1)
+    expected_gap = 0.1 * (weight * entropy).mean() * 16.0
+    gap = ce_form(Outputs(s), Outputs(t), batch) - kl_form(Outputs(s), Outputs(t), batch)
+    assert torch.allclose(gap, expected_gap, rtol=1e-4)
