@@ -132,7 +132,7 @@ def test_list_registries(run_cli, what):
     assert {"objectives": "kd", "datasets": "fashion_mnist", "models": "mlp", "recipes": "kd_live"}[what] in proc.stdout
 
 
-@pytest.mark.parametrize("command", ["demo", "distill", "merge", "list"])
+@pytest.mark.parametrize("command", ["demo", "demo-lm", "distill", "merge", "list"])
 def test_help(run_cli, command):
     proc = run_cli(command, "--help")
     assert proc.returncode == 0 and "Usage" in proc.stdout

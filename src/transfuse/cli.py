@@ -32,6 +32,16 @@ def demo(
     demo_main(output=output, seed=seed, epochs=epochs)
 
 
+@app.command("demo-lm")
+def demo_lm(
+    overrides: Optional[List[str]] = typer.Argument(None, help="key.sub=value overrides of recipes/configs/lm_demo.yaml."),
+) -> None:
+    """Distil SmolLM2-135M-Instruct into a 4-layer student: no teacher / forward_kl / reverse_kl / taid (~10 min)."""
+    from .recipes import lm_demo
+
+    lm_demo.main(lm_demo.load(None, overrides or []))
+
+
 @app.command()
 def distill(
     recipe: Path = typer.Argument(..., help="YAML recipe (see `transfuse recipes`)."),
