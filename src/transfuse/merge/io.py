@@ -173,13 +173,7 @@ class SafetensorsSource(Source):
 
     def read(self, name: str, rows: Optional[slice] = None) -> Tensor:
         info = self.table[name]
-        start, end = info.start, info.end
-        shape = list(info.shape)
-        if rows is not None and shape:
-            row_bytes = (end - start) // max(shape[0], 1)
-            r0, r1, _ = rows.indices(shape[0])
-            start, end = start + r0 * row_bytes, start + r1 * row_bytes
-            shape[0] = r1 - r0
+        start, end, shape, _ = self._span(name, rows)
         buf = bytearray(end - start)
         if buf:
             _pread_into(self._fd(info.file), buf, start)
