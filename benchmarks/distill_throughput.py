@@ -17,7 +17,6 @@ import time
 import torch
 import torch.nn.functional as F
 
-from transfuse.assets import builtin_weights
 from transfuse.cache import CachedTeacher, build_or_load_logits_cache
 from transfuse.data import build_data
 from transfuse.distill.loop import make_loader, train

@@ -1,6 +1,4 @@
 """Bad input: one clear line on stderr, exit code 2, no traceback, nothing written."""
-import os
-from pathlib import Path
 
 import pytest
 import yaml

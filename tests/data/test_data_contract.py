@@ -1,22 +1,13 @@
 import inspect
 
 import pytest
+from factory_style import check_signature
 
 from transfuse.data import DataSplits, datasets
-
-
-def _check_signature(factory, context=()):
-    sig = inspect.signature(factory)
-    assert (inspect.getdoc(factory) or "").strip(), "a docstring names what it is"
-    for name, p in sig.parameters.items():
-        assert p.kind is inspect.Parameter.KEYWORD_ONLY, f"{name} must be keyword-only"
-        assert p.annotation is not inspect.Parameter.empty, f"{name} needs a type"
-        if name not in context:
-            assert p.default is not inspect.Parameter.empty, f"{name} needs a default"
 
 
 @pytest.mark.parametrize("name", datasets.names())
 def test_dataset_factories_follow_the_style(name):
     factory = datasets.get(name)
-    _check_signature(factory)
+    check_signature(factory)
     assert inspect.signature(factory).return_annotation in (DataSplits, "DataSplits")

@@ -1,5 +1,4 @@
 """The loop: accumulation and process count don't change the result; errors are clear."""
-import shutil
 import subprocess
 import sys
 from pathlib import Path

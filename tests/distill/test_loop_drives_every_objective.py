@@ -1,7 +1,6 @@
 """The loop can drive every registered objective (features by hooks, prepare, bind, state)."""
 import pytest
 import torch
-from torch import nn
 
 from transfuse.cache import CachedTeacher, LogitsCache
 from transfuse.data import IndexedTensors

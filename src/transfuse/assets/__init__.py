@@ -6,7 +6,6 @@ retrains the packaged files with the same recipe.
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Dict

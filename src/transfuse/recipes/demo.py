@@ -16,7 +16,6 @@ import torch
 from rich.table import Table
 
 from .._console import console
-from ..assets import builtin_weights
 from ..cache import CachedTeacher, build_or_load_logits_cache
 from ..data import build_data
 from ..distill.loop import make_loader, train

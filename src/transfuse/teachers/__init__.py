@@ -11,11 +11,21 @@ from typing import Protocol, Sequence
 import torch
 from torch import nn
 
-from ..signals import Batch, Outputs, as_outputs
+from ..signals import Batch, Outputs
 
 
 class TeacherSource(Protocol):
     def __call__(self, batch: Batch) -> Outputs: ...
+
+
+def frozen_forward(model: nn.Module, batch: Batch, features: Sequence[str] = ()) -> Outputs:
+    """A frozen model's logits (B, C) (and the ``features`` module outputs, by forward hooks)."""
+    from ..objectives._features import forward_with_features
+
+    with torch.inference_mode():
+        out = forward_with_features(model, batch.inputs, features)
+    # Inference tensors cannot join autograd graphs; clones made outside inference mode can.
+    return Outputs(logits=out.logits.clone(), hidden={k: v.clone() for k, v in out.hidden.items()})
 
 
 class FrozenTeacher:
@@ -31,13 +41,7 @@ class FrozenTeacher:
         return self
 
     def __call__(self, batch: Batch, features: Sequence[str] = ()) -> Outputs:
-        """The teacher's logits (B, C) (and the ``features`` module outputs, by forward hooks)."""
-        from ..objectives._features import forward_with_features
-
-        with torch.inference_mode():
-            out = forward_with_features(self.model, batch.inputs, features)
-        # Inference tensors cannot join autograd graphs; clones made outside inference mode can.
-        return Outputs(logits=out.logits.clone(), hidden={k: v.clone() for k, v in out.hidden.items()})
+        return frozen_forward(self.model, batch, features)
 
 
 def as_teacher(teacher) -> "TeacherSource | None":

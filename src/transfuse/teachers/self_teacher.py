@@ -63,8 +63,6 @@ class SelfTeacher:
         self.model.load_state_dict(state)
 
     def __call__(self, batch: Batch, features: Sequence[str] = ()) -> Outputs:
-        from ..objectives._features import forward_with_features
+        from . import frozen_forward
 
-        with torch.inference_mode():
-            out = forward_with_features(self.model, batch.inputs, features)
-        return Outputs(logits=out.logits.clone(), hidden={k: v.clone() for k, v in out.hidden.items()})
+        return frozen_forward(self.model, batch, features)
