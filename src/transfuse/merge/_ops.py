@@ -181,6 +181,15 @@ def per_model(w: Tensor, x: Tensor) -> Tensor:
     return w.view(-1, *([1] * (x.dim() - 1)))
 
 
-def weighted_sum(x: Tensor, w: Tensor) -> Tensor:
-    """sum_k w_k x_k for x (K, *s), w (K,) in one pass (a (K,) x (K, N) product)."""
-    return torch.tensordot(w.to(x.dtype), x, dims=1)
+def weighted_sum(x: Tensor, w: Tensor, scale: float = 1.0) -> Tensor:
+    """scale * sum_k w_k x_k for x (K, *s), w (K,), accumulated IN PLACE into x[0] (returned).
+
+    x is the engine's scratch block. K scaled in-place adds rather than a (K,) x (K, N) product:
+    on CPU the GEMV ran at 1-1.8 G elements/s against 13-15 G/s for the adds on cache-sized
+    blocks, and a fresh output per block cost a page fault per 4 KiB.
+    """
+    ws = [scale * v for v in w.tolist()]
+    out = x[0].mul_(ws[0])
+    for k in range(1, x.shape[0]):
+        out.add_(x[k], alpha=ws[k])
+    return out

@@ -32,7 +32,7 @@ from .io import SIDE_FILES, LayoutWriter, LoraSource, OutSpec, sha256_files, sha
 from .methods import MergeMethod, TensorContext
 from .plan import Plan, TensorPlan
 
-CHUNK_ELEMS = 1 << 21  # elements per model in one row block (8 MiB in float32)
+CHUNK_ELEMS = 1 << 20  # elements per model in one row block (4 MiB in float32: the K+1 blocks stay in L3)
 WHOLE_ELEMS = 1 << 23  # per-tensor statistics: up to this many elements (all models) merged whole, in memory
 TMP_TAG = ".transfuse-tmp-"
 
@@ -154,18 +154,23 @@ def _pipelined(units: List[Any], fn: Callable[[Any], Any], threads: int, prefetc
 class _Writes:
     """A writer thread with a bound on pending writes (so memory stays bounded)."""
 
-    def __init__(self, limit: int = 4) -> None:
+    LIMIT = 4
+
+    def __init__(self, limit: int = LIMIT) -> None:
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="transfuse-write")
         self.sem = threading.Semaphore(limit)
         self.futures: List[Future] = []
 
-    def submit(self, fn: Callable, *args: Any) -> None:
+    def submit(self, fn: Callable, *args: Any, after: Optional[Callable[[], None]] = None) -> None:
+        """Run fn(*args) on the writer thread, then ``after`` (e.g. give a scratch buffer back)."""
         self.sem.acquire()
 
         def run() -> None:
             try:
                 fn(*args)
             finally:
+                if after is not None:
+                    after()
                 self.sem.release()
 
         self.futures.append(self.pool.submit(run))
@@ -235,7 +240,7 @@ def execute(plan: Plan, out: Path, *, progress: bool = False) -> Dict[str, Any]:
     cfg = plan.config
     K = len(plan.experts)
     w = plan.weights
-    loader = _Loader(plan, _Pool(cfg.prefetch + 2, (K + 1) * CHUNK_ELEMS))
+    loader = _Loader(plan, _Pool(cfg.prefetch + _Writes.LIMIT + 1, (K + 1) * CHUNK_ELEMS))
     out = out.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     clean_stale(out)
@@ -308,12 +313,10 @@ def execute(plan: Plan, out: Path, *, progress: bool = False) -> Dict[str, Any]:
                 inst = plan.instances[t.group]
                 if eager:
                     x, base, buf = loaded
-                    _merge_block(plan, inst, t, r, x, base, writer, extra_writer, writes)
-                    loader.pool.put(buf)
+                    _merge_block(plan, inst, t, r, x, base, writer, extra_writer, writes, loader.pool, buf)
                 elif not inst.chunkable or int(torch.Size(t.shape).numel()) * K <= WHOLE_ELEMS:
                     x, base, buf = loader(t, None, inst)
-                    _merge_block(plan, inst, t, None, x, base, writer, extra_writer, writes)
-                    loader.pool.put(buf)
+                    _merge_block(plan, inst, t, None, x, base, writer, extra_writer, writes, loader.pool, buf)
                 else:
                     _merge_tensor_blocks(plan, inst, t, loader, writer, writes)
             bar.step(_numel(t.shape, r) * (K + 1) * 2, "merging")
@@ -359,7 +362,8 @@ def _numel(shape: Tuple[int, ...], rows: Optional[slice]) -> int:
     return n
 
 
-def _merge_block(plan, inst, t, r, x, base, writer, extra_writer, writes) -> None:
+def _merge_block(plan, inst, t, r, x, base, writer, extra_writer, writes, pool, buf) -> None:
+    """Merge one block; the writer converts it to the output dtype and then frees ``buf``."""
     w = plan.weights
     ctx = _ctx(plan, inst, t, r, base)
     if inst.tensor_passes:
@@ -370,10 +374,12 @@ def _merge_block(plan, inst, t, r, x, base, writer, extra_writer, writes) -> Non
     merged = inst(x, w, ctx)
     if inst.operates_on == "deltas":
         merged = merged.add_(base) if merged.dtype == base.dtype and merged.shape == base.shape else merged + base
-    writes.submit(writer.write, t.name, merged.to(t.out_dtype), r.start if r is not None else 0)
     if extra_writer is not None:
         for name, value in inst.extra_outputs(x, w, ctx).items():
             writes.submit(extra_writer.write, name, value.float(), 0)
+    # merged may be a view of the scratch block (methods work in place): ``buf`` goes back to
+    # the pool only once the writer has converted and written it
+    writes.submit(writer.write, t.name, merged, r.start if r is not None else 0, after=lambda: pool.put(buf))
 
 
 def _merge_tensor_blocks(plan, inst, t, loader, writer, writes) -> None:

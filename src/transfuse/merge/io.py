@@ -4,14 +4,18 @@ Inputs: a Hugging Face folder (sharded safetensors + index, or one file), a sing
 ``.safetensors`` file, a PEFT LoRA adapter folder (dW = B A * alpha / r, computed per tensor),
 or, only when the user allows it, a pickle checkpoint (read whole: pickle cannot be streamed).
 
-Safetensors are read with positional reads (``os.pread``) at the offsets of the file's header,
-so a tensor, or a block of its rows, is read without loading anything else, from several
-threads at once (pread releases the GIL), and nothing stays resident after use.
+Safetensors are read at the offsets of the file's header, so a tensor, or a block of its rows,
+is read without loading anything else, from several threads at once. The merge's hot path
+(``read_into``) converts straight out of a read-only memory map of the file into the engine's
+float32 block and then drops that range from the mapping (``MADV_DONTNEED``): no copy through a
+byte buffer (pread measured 1.5x slower here) and nothing stays resident after use. ``read``
+(tensors copied as they are, LoRA factors) uses positional reads into fresh memory.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import os
 import struct
 import threading
@@ -85,17 +89,6 @@ def _pread_into(fd: int, buf, offset: int) -> None:
         done += got
 
 
-_LOCAL = threading.local()
-
-
-def _scratch(n: int) -> memoryview:
-    """A per-thread reusable byte buffer (reused reads do not page-fault fresh memory)."""
-    buf = getattr(_LOCAL, "buf", None)
-    if buf is None or len(buf) < n:
-        buf = _LOCAL.buf = bytearray(max(n, 1 << 20))
-    return memoryview(buf)[:n]
-
-
 class Source:
     """One input model. ``names`` -> shapes/dtypes; ``read(name, rows)`` -> tensor (a row block)."""
 
@@ -138,6 +131,8 @@ class SafetensorsSource(Source):
                     raise TransfuseError(f"tensor {name!r} appears in two files of {str(path)!r}")
                 self.table[name] = info
         self._fds: Dict[Path, int] = {}
+        self._maps: Dict[Path, mmap.mmap] = {}
+        self._map_lock = threading.Lock()
 
     def infos(self):
         return {n: (i.shape, i.dtype) for n, i in self.table.items()}
@@ -151,14 +146,30 @@ class SafetensorsSource(Source):
             fd = self._fds.setdefault(file, os.open(file, os.O_RDONLY))
         return fd
 
+    def _map(self, file: Path) -> mmap.mmap:
+        m = self._maps.get(file)
+        if m is None:
+            with self._map_lock:
+                m = self._maps.get(file)
+                if m is None:
+                    # copy-on-write: torch wants a writable buffer, and a stray write could
+                    # only ever touch private pages, never the user's file
+                    m = self._maps[file] = mmap.mmap(self._fd(file), 0, access=mmap.ACCESS_COPY)
+        return m
+
     def read_into(self, name: str, rows: Optional[slice], out: Tensor) -> None:
-        """Read a tensor (or rows) and convert it into ``out`` through a reused per-thread buffer."""
+        """Convert a tensor (or rows) from the file's memory map into ``out``, then unmap the pages."""
         start, end, shape, dtype = self._span(name, rows)
         if end <= start:
             return
-        view = _scratch(end - start)
-        _pread_into(self._fd(self.table[name].file), view, start)
-        out.copy_(torch.frombuffer(view, dtype=torch.uint8).view(dtype).reshape(shape))
+        m = self._map(self.table[name].file)
+        src = torch.frombuffer(m, dtype=torch.uint8, count=end - start, offset=start)  # only read
+        out.copy_(src.view(dtype).reshape(shape))
+        del src
+        page0 = start - start % mmap.PAGESIZE
+        # Only drops this process's page-table entries (the page cache keeps the data): peak RSS
+        # stays a few blocks. A page shared with a neighbouring block is simply faulted in again.
+        m.madvise(mmap.MADV_DONTNEED, page0, end - page0)
 
     def _span(self, name: str, rows: Optional[slice]):
         info = self.table[name]
@@ -183,6 +194,12 @@ class SafetensorsSource(Source):
         return t.view(info.dtype).reshape(shape)
 
     def close(self) -> None:
+        for m in self._maps.values():
+            try:
+                m.close()
+            except BufferError:  # a tensor still views it; the mapping goes when that tensor does
+                pass
+        self._maps.clear()
         for fd in self._fds.values():
             os.close(fd)
         self._fds.clear()
@@ -360,16 +377,90 @@ class OutSpec:
         return n * torch.empty((), dtype=self.dtype).element_size()
 
 
+_ALIGN = 4096  # O_DIRECT needs block-aligned offsets, lengths and addresses; 4 KiB covers all disks
+_STAGE = 8 << 20  # bytes staged per direct write
+
+
+class _DirectSink:
+    """One output file written front to back with ``O_DIRECT`` through an aligned staging buffer.
+
+    Why not plain buffered writes: on our machines copying 2.5 GB into the page cache cost
+    2.4-6.8 s (most of a merge's time) against 1.2-1.3 s for direct writes, and fsync is then
+    nearly free. The engine writes each file in layout order, so staging is a plain append; a
+    write anywhere else flushes what is staged and continues with buffered ``pwrite``. Where the
+    file system refuses ``O_DIRECT`` (tmpfs), ``open`` returns None and the writer is buffered.
+    """
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.fd = fd
+        self.dfd = os.open(path, os.O_WRONLY | os.O_DIRECT)
+        self.stage = mmap.mmap(-1, _STAGE)  # page-aligned anonymous memory
+        self.flushed = 0  # bytes of the file already on disk (a multiple of _ALIGN)
+        self.fill = 0  # bytes staged after ``flushed``
+        self.direct = True
+
+    @classmethod
+    def open(cls, path: Path, fd: int) -> Optional["_DirectSink"]:
+        if not hasattr(os, "O_DIRECT"):
+            return None
+        try:
+            return cls(path, fd)
+        except OSError:
+            return None
+
+    def write(self, data: memoryview, pos: int) -> None:
+        if self.direct and pos != self.flushed + self.fill:
+            self._leave_direct()
+        if not self.direct:
+            _pwrite_all(self.fd, data, pos)
+            return
+        while len(data):
+            n = min(len(data), _STAGE - self.fill)
+            self.stage[self.fill : self.fill + n] = data[:n]
+            self.fill += n
+            data = data[n:]
+            if self.fill == _STAGE:
+                _pwrite_all(self.dfd, memoryview(self.stage), self.flushed)
+                self.flushed += _STAGE
+                self.fill = 0
+
+    def _leave_direct(self) -> None:
+        """Write what is staged with a buffered write, and stay buffered from here on."""
+        if self.fill:
+            _pwrite_all(self.fd, memoryview(self.stage)[: self.fill], self.flushed)
+        self.direct = False
+
+    def close(self, size: int) -> None:
+        if self.direct and self.fill:
+            padded = -(-self.fill // _ALIGN) * _ALIGN
+            self.stage[self.fill : padded] = bytes(padded - self.fill)
+            _pwrite_all(self.dfd, memoryview(self.stage)[:padded], self.flushed)
+        os.close(self.dfd)
+        self.stage.close()
+        os.ftruncate(self.fd, size)  # drop the padding (and set the size if nothing was written)
+
+
+def _pwrite_all(fd: int, data: memoryview, pos: int) -> None:
+    while len(data):
+        n = os.pwrite(fd, data, pos)
+        data, pos = data[n:], pos + n
+
+
 class LayoutWriter:
     """Writes safetensors files whose layout (names, shapes, offsets) is fixed up front.
 
-    Because every offset is known from the plan, each tensor (or row block) is written with
-    ``os.pwrite`` the moment it is computed, in any order, and never held in memory.
+    Because every offset is known from the plan, each tensor (or row block) is written the moment
+    it is computed and never held in memory: appended through ``_DirectSink`` when it continues
+    the file (the engine's order), else with a positional write.
     """
 
-    def __init__(self, folder: Path, groups: Dict[str, List[OutSpec]]) -> None:
-        self.where: Dict[str, Tuple[int, int, int]] = {}  # name -> (fd, offset, row_bytes)
+    def __init__(self, folder: Path, groups: Dict[str, List[OutSpec]], *, direct: bool = True) -> None:
+        self.where: Dict[str, Tuple[int, int, int]] = {}  # name -> (file index, offset, row_bytes)
+        self.dtypes: Dict[str, torch.dtype] = {}
+        self._convert: Optional[Tensor] = None  # reused output-dtype buffer (one writer thread)
         self.fds: List[int] = []
+        self.sinks: List[Optional[_DirectSink]] = []
+        self.sizes: List[int] = []  # final size of each file
         for fname, specs in groups.items():
             header: Dict[str, dict] = {"__metadata__": {"format": "pt"}}
             off = 0
@@ -378,29 +469,55 @@ class LayoutWriter:
                 off += s.nbytes
             raw = json.dumps(header, separators=(",", ":")).encode()
             raw += b" " * (-len(raw) % 8)
-            fd = os.open(folder / fname, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            path = folder / fname
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             self.fds.append(fd)
-            os.pwrite(fd, struct.pack("<Q", len(raw)) + raw, 0)
+            sink = _DirectSink.open(path, fd) if direct else None
+            self.sinks.append(sink)
+            head = memoryview(struct.pack("<Q", len(raw)) + raw)
+            if sink is not None:
+                sink.write(head, 0)
+            else:
+                _pwrite_all(fd, head, 0)
             data0 = 8 + len(raw)
-            os.ftruncate(fd, data0 + off)
+            # No ftruncate to the final size up front: on ext4, buffered pwrite into a
+            # pre-extended sparse file measured 12x slower than appending; close() sets the size.
+            self.sizes.append(data0 + off)
             for s in specs:
                 rows = s.shape[0] if s.shape else 1
-                self.where[s.name] = (fd, data0 + header[s.name]["data_offsets"][0], s.nbytes // max(rows, 1))
+                self.dtypes[s.name] = s.dtype
+                self.where[s.name] = (len(self.fds) - 1, data0 + header[s.name]["data_offsets"][0], s.nbytes // max(rows, 1))
 
     def write(self, name: str, t: Tensor, row0: int = 0) -> None:
-        fd, off, row_bytes = self.where[name]
+        """Write ``t`` (converted to the tensor's output dtype here) at its rows ``row0``...
+
+        Called from one writer thread at a time (the conversion buffer is reused).
+        """
+        i, off, row_bytes = self.where[name]
+        dtype = self.dtypes[name]
+        if t.dtype != dtype:
+            n = t.numel()
+            if self._convert is None or self._convert.dtype != dtype or self._convert.numel() < n:
+                self._convert = torch.empty(max(n, 1 << 20), dtype=dtype)
+            t = self._convert[:n].view(t.shape).copy_(t)
         data = memoryview(t.contiguous().reshape(-1).view(torch.uint8).numpy())
         pos = off + row0 * row_bytes
-        while len(data):
-            n = os.pwrite(fd, data, pos)
-            data, pos = data[n:], pos + n
+        if self.sinks[i] is not None:
+            self.sinks[i].write(data, pos)
+        else:
+            _pwrite_all(self.fds[i], data, pos)
 
     def close(self, sync: bool = True) -> None:
-        for fd in self.fds:
+        for fd, sink, size in zip(self.fds, self.sinks, self.sizes):
+            if sink is not None:
+                sink.close(size)
+            elif os.fstat(fd).st_size != size:  # zero-size tensors at the end were never written
+                os.ftruncate(fd, size)
             if sync:
                 os.fsync(fd)
             os.close(fd)
         self.fds.clear()
+        self.sinks.clear()
 
 
 def shard_layout(specs: List[OutSpec], shard_bytes: int) -> Dict[str, List[OutSpec]]:

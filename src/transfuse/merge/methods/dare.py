@@ -49,4 +49,4 @@ class Dare(MergeMethod):
             d.mul_(per_model(before / after, x))
         if self.sign == "ties":
             return self.scale * disjoint_merge(d, w, elect_sign(d), normalize=self.normalize)
-        return self.scale * weighted_sum(d, w)
+        return weighted_sum(d, w, self.scale)

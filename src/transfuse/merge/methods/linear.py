@@ -18,5 +18,5 @@ class Linear(MergeMethod):
         self.normalize = normalize
 
     def __call__(self, x: Tensor, w: Tensor, ctx: TensorContext) -> Tensor:
-        out = weighted_sum(x, w)  # (*s)
-        return out / w.sum() if self.normalize else out
+        out = weighted_sum(x, w)  # (*s), in x's scratch memory
+        return out.div_(w.sum()) if self.normalize else out

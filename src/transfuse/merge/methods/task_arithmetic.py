@@ -16,7 +16,5 @@ class TaskArithmetic(MergeMethod):
         self.normalize = normalize
 
     def __call__(self, x: Tensor, w: Tensor, ctx: TensorContext) -> Tensor:
-        out = weighted_sum(x, w)  # (*s)
-        if self.normalize:
-            out = out / w.sum()
-        return self.scale * out
+        out = weighted_sum(x, w, self.scale)  # (*s), in x's scratch memory
+        return out.div_(w.sum()) if self.normalize else out
