@@ -136,6 +136,36 @@ def test_dare_drop_and_rescale():
     torch.testing.assert_close(call("dare", y, density=1.0, sign="ties"), call("ties", y, density=1.0, topk="per_tensor"))
 
 
+def _lowbias32_reference(seed, name, stream, idx):
+    """counter_bits written again in numpy uint32 arithmetic (wrapping multiply, logical shifts)."""
+    import hashlib
+
+    key = int.from_bytes(hashlib.sha256(f"{seed}\0{name}\0{stream}".encode()).digest()[:8], "little")
+    with np.errstate(over="ignore"):
+        x = (idx.astype(np.uint64) + key).astype(np.uint32)
+        x ^= x >> np.uint32(16)
+        x *= np.uint32(0x21F0AAAD)
+        x ^= np.uint32(key >> 32)
+        x ^= x >> np.uint32(15)
+        x *= np.uint32(0x735A2D97)
+        x ^= x >> np.uint32(15)
+    return (x & np.uint32((1 << 24) - 1)).astype(np.int64)
+
+
+def test_counter_bits_match_an_independent_implementation_and_are_uniform():
+    from transfuse.merge._ops import counter_bits
+
+    idx = np.arange(5_000, 105_000)
+    got = counter_bits(3, "layer.weight", 1, 5_000, 100_000).numpy().copy()  # a view of a reused workspace
+    assert np.array_equal(got, _lowbias32_reference(3, "layer.weight", 1, idx))
+    u = got / float(1 << 24)
+    assert abs(u.mean() - 0.5) < 0.005 and abs(u.var() - 1 / 12) < 0.002
+    assert abs(np.corrcoef(u[:-1], u[1:])[0, 1]) < 0.02  # neighbours independent
+    other = counter_bits(3, "layer.weight", 2, 5_000, 100_000).numpy() / float(1 << 24)
+    assert abs(np.corrcoef(u, other)[0, 1]) < 0.02  # models (streams) independent
+    assert not np.array_equal(got, counter_bits(4, "layer.weight", 1, 5_000, 100_000).numpy())  # the seed matters
+
+
 def test_dare_l1_keeps_norm():
     x = torch.randn(1, 1000, generator=torch.Generator().manual_seed(0))
     out = call("dare", x, density=0.3, rescale="l1")

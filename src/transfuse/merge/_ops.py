@@ -5,7 +5,8 @@ Methods import from here so each formula exists once.
 from __future__ import annotations
 
 import hashlib
-from typing import List, Sequence
+import threading
+from typing import List, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -130,6 +131,81 @@ def seed_for(seed: int, name: str, start: int = 0) -> int:
     """A 63-bit seed from (seed, tensor name, row offset): independent of visiting order."""
     digest = hashlib.sha256(f"{seed}\0{name}\0{start}".encode()).digest()
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+_M1, _M2 = 0x21F0AAAD, 0x735A2D97  # lowbias32 multipliers (C. Wellons, "hash prospector")
+_WS = threading.local()  # per-thread workspace: fresh 4 MiB buffers per block cost page faults
+
+
+def _workspace(n: int) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(counter base, int32 x, int32 tmp, float32 mask), each of at least n entries, reused."""
+    ws = getattr(_WS, "bufs", None)
+    if ws is None or ws[0].numel() < n:
+        m = max(n, 1 << 20)
+        ws = _WS.bufs = (torch.arange(m, dtype=torch.int32), torch.empty(m, dtype=torch.int32),
+                         torch.empty(m, dtype=torch.int32), torch.empty(m, dtype=torch.float32))
+    return ws
+
+
+def _signed32(v: int) -> int:
+    v &= 0xFFFFFFFF
+    return v - (1 << 32) if v >= 1 << 31 else v
+
+
+def _xorshift_(x: Tensor, s: int, tmp: Tensor) -> None:
+    """x ^= x >>> s on int32 (a logical shift: the arithmetic one, masked)."""
+    torch.bitwise_right_shift(x, s, out=tmp)
+    tmp.bitwise_and_((1 << (32 - s)) - 1)
+    x.bitwise_xor_(tmp)
+
+
+def counter_key(seed: int, name: str, stream: int) -> int:
+    """The 64-bit key of one (seed, tensor, stream) sequence of ``counter_bits``."""
+    return int.from_bytes(hashlib.sha256(f"{seed}\0{name}\0{stream}".encode()).digest()[:8], "little")
+
+
+def counter_bits(seed: int, name: str, stream: int, start: int, n: int) -> Tensor:
+    """(n,) int32 uniform in [0, 2**24): random numbers for entries start..start+n-1 of a tensor.
+
+    A counter-based generator (the idea of Salmon et al. 2011, "Parallel random numbers: as easy
+    as 1, 2, 3"): entry i's number is a hash of (seed, tensor name, stream, i), so a DARE mask
+    depends neither on the order tensors are visited in nor on how they are cut into blocks. The
+    hash is two rounds of the lowbias32 integer mixer with a 64-bit key, computed with torch int32
+    ops (which wrap). Why not torch.rand / torch.bernoulli: they ran at 0.23 and 0.08 G draws/s
+    here, the bottleneck of a DARE merge. It is not cryptographic, and it need not be: the draws
+    only have to be uniform and independent of the weights.
+
+    Returns a view of this thread's workspace, valid until the thread's next call.
+    """
+    idx, x, tmp, _ = _workspace(n)
+    x, tmp = x[:n], tmp[:n]
+    key = counter_key(seed, name, stream)
+    torch.add(idx[:n], _signed32(start + key), out=x)  # (n,) the counter, offset by the key's low half
+    _xorshift_(x, 16, tmp)
+    x.mul_(_signed32(_M1))
+    x.bitwise_xor_(_signed32(key >> 32))
+    _xorshift_(x, 15, tmp)
+    x.mul_(_signed32(_M2))
+    _xorshift_(x, 15, tmp)
+    return x.bitwise_and_((1 << 24) - 1)
+
+
+def keep_threshold(p: float) -> int:
+    """The integer t with P(counter_bits < t) = t / 2**24 nearest to p."""
+    return int(round(min(max(p, 0.0), 1.0) * (1 << 24)))
+
+
+def keep_mask(seed: int, name: str, stream: int, start: int, n: int, p: float) -> Tensor:
+    """(n,) float32, 1.0 with probability p (counter_bits < keep_threshold(p)) else 0.0.
+
+    Float arithmetic rather than a bool mask: comparisons to bool, masked_fill_ and bool
+    products ran at 0.5-3 G/s here against 15-25 G/s for float ops. The draws are integers
+    below 2**24, exact in float32, so clamp(t - u, 0, 1) is exactly the indicator of u < t.
+    View of this thread's workspace, valid until its next call.
+    """
+    u = counter_bits(seed, name, stream, start, n)
+    mask = _workspace(n)[3][:n].copy_(u)
+    return torch.sub(float(keep_threshold(p)), mask, out=mask).clamp_(0.0, 1.0)
 
 
 def weighted_view(w: Tensor, x: Tensor) -> Tensor:

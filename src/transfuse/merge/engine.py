@@ -22,29 +22,33 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from ..errors import TransfuseError
 from ._ops import seed_for
 from .config import parse_size
-from .io import SIDE_FILES, LayoutWriter, LoraSource, OutSpec, sha256_files, shard_layout
+from . import kernels
+from .io import KERNEL_DTYPES, SIDE_FILES, LayoutWriter, LoraSource, OutSpec, SafetensorsSource, sha256_files, shard_layout
 from .methods import MergeMethod, TensorContext
 from .plan import Plan, TensorPlan
 
+FAST_ELEMS = 1 << 21  # elements per model in one block of the fused path (read from the maps, no float32 copy)
+KEEP_MAPPED_BYTES = 256 << 20  # fused path: a tensor up to this size (all inputs) stays mapped between its passes
 CHUNK_ELEMS = 1 << 20  # elements per model in one row block (4 MiB in float32: the K+1 blocks stay in L3)
 WHOLE_ELEMS = 1 << 23  # per-tensor statistics: up to this many elements (all models) merged whole, in memory
 TMP_TAG = ".transfuse-tmp-"
 
 
-def row_blocks(shape: Tuple[int, ...]) -> List[Optional[slice]]:
-    """Row slices of at most CHUNK_ELEMS elements; [None] when the tensor is one block."""
+def row_blocks(shape: Tuple[int, ...], elems: Optional[int] = None) -> List[Optional[slice]]:
+    """Row slices of at most ``elems`` (default CHUNK_ELEMS) elements; [None] when the tensor is one block."""
     if len(shape) == 0:
         return [None]
     per_row = 1
     for s in shape[1:]:
         per_row *= s
-    step = max(1, CHUNK_ELEMS // max(per_row, 1))
+    step = max(1, (elems or CHUNK_ELEMS) // max(per_row, 1))
     if step >= shape[0]:
         return [None]
     return [slice(r, min(r + step, shape[0])) for r in range(0, shape[0], step)]
@@ -136,6 +140,10 @@ class _Pool:
 
 def _pipelined(units: List[Any], fn: Callable[[Any], Any], threads: int, prefetch: int) -> Iterator[Tuple[Any, Any]]:
     """Yield (unit, fn(unit)) in order while up to ``prefetch`` later units are being read."""
+    if threads == 0:  # read in the calling thread
+        for u in units:
+            yield u, fn(u)
+        return
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="transfuse-read") as pool:
         pending: collections.deque = collections.deque()
         it = iter(units)
@@ -203,7 +211,8 @@ def _ctx(plan: Plan, inst: MergeMethod, tp: TensorPlan, rows: Optional[slice], b
             names = s._names = set(s.infos())
         stats.append((lambda src, name, has: (lambda r=None: src.read(name, r).float() if has else None))(s, tp.name, tp.name in names))
     extra = {"rows": rows, "shape": tp.shape, "statistics": stats}
-    return TensorContext(tp.name, base, gen, per_model, extra)
+    start = r0 * int(torch.Size(tp.shape[1:]).numel()) if tp.shape else 0
+    return TensorContext(tp.name, base, gen, per_model, extra, seed=plan.config.seed, start=start)
 
 
 class Progress:
@@ -262,6 +271,16 @@ def execute(plan: Plan, out: Path, *, progress: bool = False) -> Dict[str, Any]:
         # 1. whole-model statistics passes, streamed
         for gi, inst in enumerate(plan.instances):
             group = [t for t in plan.tensors if t.group == gi]
+            if inst.passes and group and all(_fast_ok(plan, inst, t) for t in group):
+                for p in range(inst.passes):
+                    bar = Progress(sum(_numel(t.shape, None) for t in group) * K * 2, progress)
+                    for t in group:
+                        for r in row_blocks(t.shape, FAST_ELEMS):
+                            with _views(plan, inst, t, r) as (xs, base):
+                                inst.fast_observe(p, xs, base, _ctx(plan, inst, t, r, None))
+                            bar.step(_numel(t.shape, r) * K * 2, f"statistics pass {p + 1}/{inst.passes}")
+                    inst.finish_pass(p)
+                continue
             for p in range(inst.passes):
                 units = [(t, r) for t in group for r in row_blocks(t.shape)]
                 total = sum(_numel(t.shape, r) for t, r in units) * K * 4
@@ -284,12 +303,15 @@ def execute(plan: Plan, out: Path, *, progress: bool = False) -> Dict[str, Any]:
         extra_file = getattr(plan.instances[0], "extra_file", None)
         extra_writer = LayoutWriter(tmp, {extra_file: extra_specs}) if extra_specs and extra_file else None
         writes = _Writes()
+        out_pool = _ArrayPool(_Writes.LIMIT + 1)
 
         # 3. the merging pass
         units: List[Tuple[TensorPlan, Optional[slice], bool]] = []
         for t in plan.tensors:
             inst = plan.instances[t.group] if t.group >= 0 else None
-            if inst is None or (inst.chunkable and not inst.tensor_passes):
+            if inst is not None and _fast_ok(plan, inst, t):
+                units.append((t, None, False))  # fused kernel in the compute thread
+            elif inst is None or (inst.chunkable and not inst.tensor_passes):
                 units += [(t, r, True) for r in row_blocks(t.shape)]
             else:
                 # per-tensor statistics or no blocks: one tensor at a time, read in the compute
@@ -314,6 +336,8 @@ def execute(plan: Plan, out: Path, *, progress: bool = False) -> Dict[str, Any]:
                 if eager:
                     x, base, buf = loaded
                     _merge_block(plan, inst, t, r, x, base, writer, extra_writer, writes, loader.pool, buf)
+                elif _fast_ok(plan, inst, t):
+                    _fast_tensor(plan, inst, t, writer, writes, out_pool)
                 elif not inst.chunkable or int(torch.Size(t.shape).numel()) * K <= WHOLE_ELEMS:
                     x, base, buf = loader(t, None, inst)
                     _merge_block(plan, inst, t, None, x, base, writer, extra_writer, writes, loader.pool, buf)
@@ -403,6 +427,89 @@ def _merge_tensor_blocks(plan, inst, t, loader, writer, writes) -> None:
             merged = merged + base
         writes.submit(writer.write, t.name, merged.to(t.out_dtype), r.start)
         loader.pool.put(buf)
+
+
+def _fast_ok(plan: Plan, inst: MergeMethod, t: TensorPlan) -> bool:
+    """Whether tensor ``t`` can take the fused path: numba present, the method implements this
+    configuration, float32 compute, every input a safetensors file holding ``t`` itself (no tied
+    alias, no padded rows) in one of the kernels' dtypes (the experts all alike)."""
+    if not (kernels.available() and inst.fast() and plan.compute_dtype == torch.float32 and t.out_dtype in KERNEL_DTYPES):
+        return False
+    rows = t.shape[0] if t.shape else 0
+    if any(a is not None for a in t.alias) or any(r != rows for r in t.rows_in):
+        return False
+    srcs = list(plan.experts) + ([plan.base] if inst.operates_on == "deltas" else [])
+    if not all(isinstance(s, SafetensorsSource) and t.name in s.table and s.table[t.name].dtype in KERNEL_DTYPES for s in srcs):
+        return False
+    return len({s.table[t.name].dtype for s in plan.experts}) == 1
+
+
+class _views:
+    """Context manager: (xs tuple of K 1-D arrays, base array or None) over the memory maps of one
+    block; the pages are unmapped on exit unless ``keep`` (more passes over them follow)."""
+
+    def __init__(self, plan: Plan, inst: MergeMethod, t: TensorPlan, rows: Optional[slice], keep: bool = False) -> None:
+        self.srcs = _fast_sources(plan, inst)
+        self.K, self.name, self.rows, self.keep = len(plan.experts), t.name, rows, keep
+
+    def __enter__(self):
+        arrays = [s.array(self.name, self.rows) for s in self.srcs]
+        return tuple(arrays[: self.K]), (arrays[self.K] if len(arrays) > self.K else None)
+
+    def __exit__(self, *exc) -> None:
+        if not self.keep:
+            for s in self.srcs:
+                s.release(self.name, self.rows)
+
+
+def _fast_sources(plan: Plan, inst: MergeMethod) -> list:
+    return list(plan.experts) + ([plan.base] if inst.operates_on == "deltas" else [])
+
+
+class _ArrayPool:
+    """Output blocks of the fused path (numpy, per dtype), reused once the writer is done with them."""
+
+    def __init__(self, count: int) -> None:
+        self.sem = threading.Semaphore(count)
+        self.free: Dict[Any, List[np.ndarray]] = collections.defaultdict(list)
+        self.lock = threading.Lock()
+
+    def get(self, n: int, dtype) -> np.ndarray:
+        self.sem.acquire()
+        with self.lock:
+            bufs = self.free[dtype]
+            buf = bufs.pop() if bufs else None
+        if buf is None or buf.size < n:
+            buf = np.empty(max(n, FAST_ELEMS), dtype)
+        return buf[:n]
+
+    def put(self, arr: np.ndarray) -> None:
+        base = arr.base if arr.base is not None else arr
+        with self.lock:
+            self.free[base.dtype].append(base)
+        self.sem.release()
+
+
+def _fast_tensor(plan: Plan, inst: MergeMethod, t: TensorPlan, writer, writes: "_Writes", pool: _ArrayPool) -> None:
+    """One tensor through a fused kernel: its per-tensor statistics passes, then the merge,
+    block by block straight from the memory maps into output blocks handed to the writer."""
+    blocks = row_blocks(t.shape, FAST_ELEMS)
+    w = plan.weights.numpy().astype(np.float32)
+    state: Dict[str, Any] = {}
+    srcs = _fast_sources(plan, inst)
+    # several passes over a tensor that is not too big: keep its pages mapped until the last one
+    # (unmapping and faulting them in again cost more than the passes' arithmetic)
+    keep = inst.fast_tensor_passes > 0 and sum(s.table[t.name].end - s.table[t.name].start for s in srcs) <= KEEP_MAPPED_BYTES
+    for p in range(inst.fast_tensor_passes):
+        for r in blocks:
+            with _views(plan, inst, t, r, keep) as (xs, base):
+                inst.fast_observe_tensor(p, xs, base, _ctx(plan, inst, t, r, None), state)
+    out_np = np.dtype(np.uint16) if t.out_dtype == torch.bfloat16 else np.dtype(np.float32)
+    for r in blocks:
+        with _views(plan, inst, t, r) as (xs, base):
+            out = pool.get(xs[0].shape[0], out_np)
+            inst.fast_merge(xs, base, out, w, _ctx(plan, inst, t, r, None), state)
+        writes.submit(writer.write, t.name, out, r.start if r is not None else 0, after=lambda out=out: pool.put(out))
 
 
 def _copy_side_files(plan: Plan, tmp: Path) -> None:

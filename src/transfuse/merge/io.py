@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -34,6 +35,8 @@ DTYPES = {
     "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
 }
 DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
+_NP_KERNEL_DTYPES = {torch.bfloat16: np.dtype(np.uint16), torch.float32: np.dtype(np.float32)}
+KERNEL_DTYPES = tuple(_NP_KERNEL_DTYPES)  # dtypes the fused kernels read and write
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 SIDE_FILES = (
     "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
@@ -166,10 +169,22 @@ class SafetensorsSource(Source):
         src = torch.frombuffer(m, dtype=torch.uint8, count=end - start, offset=start)  # only read
         out.copy_(src.view(dtype).reshape(shape))
         del src
-        page0 = start - start % mmap.PAGESIZE
         # Only drops this process's page-table entries (the page cache keeps the data): peak RSS
         # stays a few blocks. A page shared with a neighbouring block is simply faulted in again.
-        m.madvise(mmap.MADV_DONTNEED, page0, end - page0)
+        self.release(name, rows)
+
+    def array(self, name: str, rows: Optional[slice]):
+        """Zero-copy 1-D numpy view of a tensor (or rows) in the file's memory map, for the fused
+        kernels: bfloat16 as uint16 bit patterns. ``release`` unmaps its pages after use."""
+        start, end, shape, dtype = self._span(name, rows)
+        np_dtype = _NP_KERNEL_DTYPES[dtype]
+        return np.frombuffer(self._map(self.table[name].file), dtype=np_dtype, count=(end - start) // np_dtype.itemsize, offset=start)
+
+    def release(self, name: str, rows: Optional[slice]) -> None:
+        start, end, _, _ = self._span(name, rows)
+        if end > start:
+            page0 = start - start % mmap.PAGESIZE
+            self._map(self.table[name].file).madvise(mmap.MADV_DONTNEED, page0, end - page0)
 
     def _span(self, name: str, rows: Optional[slice]):
         info = self.table[name]
@@ -488,20 +503,26 @@ class LayoutWriter:
                 self.dtypes[s.name] = s.dtype
                 self.where[s.name] = (len(self.fds) - 1, data0 + header[s.name]["data_offsets"][0], s.nbytes // max(rows, 1))
 
-    def write(self, name: str, t: Tensor, row0: int = 0) -> None:
+    def write(self, name: str, t, row0: int = 0) -> None:
         """Write ``t`` (converted to the tensor's output dtype here) at its rows ``row0``...
 
-        Called from one writer thread at a time (the conversion buffer is reused).
+        ``t`` is a tensor, or a 1-D numpy array already in the output dtype (a fused kernel's
+        output; bfloat16 as uint16). Called from one writer thread at a time (the conversion
+        buffer is reused).
         """
         i, off, row_bytes = self.where[name]
+        if isinstance(t, np.ndarray):
+            self._put(i, memoryview(t).cast("B"), off + row0 * row_bytes)
+            return
         dtype = self.dtypes[name]
         if t.dtype != dtype:
             n = t.numel()
             if self._convert is None or self._convert.dtype != dtype or self._convert.numel() < n:
                 self._convert = torch.empty(max(n, 1 << 20), dtype=dtype)
             t = self._convert[:n].view(t.shape).copy_(t)
-        data = memoryview(t.contiguous().reshape(-1).view(torch.uint8).numpy())
-        pos = off + row0 * row_bytes
+        self._put(i, memoryview(t.contiguous().reshape(-1).view(torch.uint8).numpy()), off + row0 * row_bytes)
+
+    def _put(self, i: int, data: memoryview, pos: int) -> None:
         if self.sinks[i] is not None:
             self.sinks[i].write(data, pos)
         else:

@@ -39,6 +39,24 @@ class TensorContext:
     generator: torch.Generator  # seeded by (seed, name): visiting order does not matter
     per_model: Dict[str, Tensor] = field(default_factory=dict)  # e.g. "density": (K,)
     extra: Dict[str, Any] = field(default_factory=dict)  # e.g. "statistics": [(…), …] per model
+    seed: int = 0  # the merge's seed
+    start: int = 0  # flat index, in the whole tensor, of this block's first entry
+
+    def random_bits(self, stream: int, n: int) -> Tensor:
+        """(n,) int32 uniform in [0, 2**24) for this block's entries (``stream``: e.g. the model).
+
+        A pure function of (seed, tensor name, stream, entry index): the same whatever the
+        visiting order or block size (see ``_ops.counter_bits``).
+        """
+        from .._ops import counter_bits
+
+        return counter_bits(self.seed, self.name, stream, self.start, n)
+
+    def random_keep(self, stream: int, n: int, p: float) -> Tensor:
+        """(n,) float32 1.0 / 0.0: keep with probability p (the same draws as ``random_bits``)."""
+        from .._ops import keep_mask
+
+        return keep_mask(self.seed, self.name, stream, self.start, n, p)
 
 
 class MergeMethod:
@@ -72,6 +90,24 @@ class MergeMethod:
         return {}
 
     def __call__(self, x: Tensor, w: Tensor, ctx: TensorContext) -> Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    # -- the fused path (kernels.py): optional; ``__call__`` above stays the reference. The engine
+    # hands these 1-D numpy views of the input files (bfloat16 as uint16) and an output array.
+    fast_tensor_passes: int = 0  # per-tensor statistics passes of the fused path
+
+    def fast(self) -> bool:
+        """True when ``fast_merge`` implements this configuration with a fused kernel."""
+        return False
+
+    def fast_observe(self, pass_index: int, xs: tuple, base: Any, ctx: TensorContext) -> None:  # pragma: no cover
+        """Whole-model statistics pass of the fused path (as ``observe``)."""
+
+    def fast_observe_tensor(self, pass_index: int, xs: tuple, base: Any, ctx: TensorContext, state: Dict[str, Any]) -> None:  # pragma: no cover
+        """Per-tensor statistics pass of the fused path (as ``observe_tensor``)."""
+
+    def fast_merge(self, xs: tuple, base: Any, out: Any, w: Any, ctx: TensorContext, state: Dict[str, Any]) -> None:  # pragma: no cover
+        """Write the merged block into ``out`` (w: (K,) float32 numpy)."""
         raise NotImplementedError
 
 

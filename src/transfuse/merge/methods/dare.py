@@ -5,15 +5,17 @@ entries are multiplied by 1/(1 - p), as in the paper, so the expected task vecto
 ``rescale="l1"`` instead matches each vector's L1 norm to what it was (mergekit); ``"none"``
 keeps the dropped vector as is. ``sign="ties"`` follows with TIES sign election and the
 disjoint mean (mergekit ``dare_ties``); ``sign="none"`` sums as task arithmetic (``dare_linear``).
-The mask comes from a generator seeded by (seed, tensor name, row offset), so the result does
-not depend on the order tensors are visited in.
+Entry i of model k is kept when its counter-based random number (a hash of seed, tensor name,
+k and i: ``TensorContext.random_bits``) is below density * 2**24, so the result depends neither
+on the order tensors are visited in nor on the block size.
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-from .._ops import disjoint_merge, elect_sign, per_model, weighted_sum
+from .. import kernels
+from .._ops import counter_key, disjoint_merge, elect_sign, keep_threshold, per_model, weighted_sum
 from . import MergeMethod, TensorContext, methods
 
 
@@ -37,16 +39,35 @@ class Dare(MergeMethod):
         self.chunkable = rescale != "l1"  # the L1 norm is a whole-tensor quantity
 
     def __call__(self, x: Tensor, w: Tensor, ctx: TensorContext) -> Tensor:
-        dens = per_model(ctx.per_model["density"], x)  # (K, 1, ...)
-        keep = torch.rand(x.shape, generator=ctx.generator) < dens  # (K, *s)
         K = x.shape[0]
-        before = x.abs().reshape(K, -1).sum(1) if self.rescale == "l1" else None
-        d = x.mul_(keep)  # in the engine's scratch block
-        if self.rescale == "inverse":
-            d.div_(dens)
-        elif self.rescale == "l1":
-            after = d.abs().reshape(K, -1).sum(1).clamp(min=1e-12)
+        flat = x.reshape(K, -1)  # (K, n), a view of the engine's scratch block
+        dens = ctx.per_model["density"].tolist()
+        before = flat.abs().sum(1) if self.rescale == "l1" else None  # (K,)
+        for k in range(K):
+            if dens[k] < 1.0:
+                flat[k].mul_(ctx.random_keep(k, flat.shape[1], dens[k]))  # (n,) 1.0 / 0.0
+        d = x
+        if self.rescale == "l1":
+            after = flat.abs().sum(1).clamp(min=1e-12)
             d.mul_(per_model(before / after, x))
         if self.sign == "ties":
+            if self.rescale == "inverse":
+                d.div_(per_model(ctx.per_model["density"], x))
             return self.scale * disjoint_merge(d, w, elect_sign(d), normalize=self.normalize)
+        if self.rescale == "inverse":  # 1/density folded into the weights: one pass fewer
+            w = w / ctx.per_model["density"]
         return weighted_sum(d, w, self.scale)
+
+    def fast(self) -> bool:
+        return self.sign == "none" and self.rescale != "l1"
+
+    def fast_merge(self, xs, base, out, w, ctx, state) -> None:
+        dens = ctx.per_model["density"].numpy()  # (K,) float32
+        wk = w / dens if self.rescale == "inverse" else w  # float32, as the torch path
+        coef = [self.scale * float(v) for v in wk]
+        thresholds, keys = [], []
+        for k, d in enumerate(dens.tolist()):
+            key = counter_key(ctx.seed, ctx.name, k)
+            thresholds.append(keep_threshold(d) if d < 1.0 else None)
+            keys.append(((ctx.start + key) & kernels.MASK32, key >> 32))
+        kernels.weighted_merge(xs, base, out, coef, keep=(thresholds, keys))

@@ -5,7 +5,7 @@ kept with probability p_r = (density - epsilon/2) + epsilon * r / n, so bigger e
 dropped less and about ``density`` of the row survives; kept entries are rescaled by 1/p_r
 (the paper's step 1). Then, with ``sign="ties"`` (default, the paper's DELLA), TIES sign election
 and the disjoint mean; ``sign="none"`` sums with weights (mergekit ``della_linear``). The result
-is theta_0 + scale * merged. Randomness from the (seed, tensor, row offset) generator.
+is theta_0 + scale * merged. Randomness: the same counter-based draws as DARE.
 """
 from __future__ import annotations
 
@@ -34,12 +34,13 @@ class Della(MergeMethod):
     def __call__(self, x: Tensor, w: Tensor, ctx: TensorContext) -> Tensor:
         K = x.shape[0]
         rows = x.reshape(K, x.shape[1] if x.dim() > 1 else 1, -1)  # (K, R, n) rows kept whole
-        n = rows.shape[-1]
+        R, n = rows.shape[1], rows.shape[-1]
         ranks = rows.abs().argsort(-1).argsort(-1).to(x.dtype)  # (K, R, n), 0 = smallest
         dens = ctx.per_model["density"].view(K, 1, 1)
         p = (dens - self.epsilon / 2) + self.epsilon * ranks / n
         p = p.clamp(1e-6, 1.0)
-        keep = torch.rand(rows.shape, generator=ctx.generator) < p
+        bits = torch.stack([ctx.random_bits(k, R * n).clone() for k in range(K)]).view(K, R, n)  # as DARE's draws
+        keep = bits < p * float(1 << 24)
         d = (rows * keep / p).reshape(x.shape)
         if self.sign == "ties":
             return self.scale * disjoint_merge(d, w, elect_sign(d), normalize="count")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from .. import kernels
 from .._ops import weighted_sum
 from . import MergeMethod, TensorContext, methods
 
@@ -20,3 +21,9 @@ class Linear(MergeMethod):
     def __call__(self, x: Tensor, w: Tensor, ctx: TensorContext) -> Tensor:
         out = weighted_sum(x, w)  # (*s), in x's scratch memory
         return out.div_(w.sum()) if self.normalize else out
+
+    def fast(self) -> bool:
+        return True
+
+    def fast_merge(self, xs, base, out, w, ctx, state) -> None:
+        kernels.weighted_merge(xs, None, out, w, divisor=float(w.sum()) if self.normalize else 1.0)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from .. import kernels
 from .._ops import weighted_sum
 from . import MergeMethod, TensorContext, methods
 
@@ -18,3 +19,10 @@ class TaskArithmetic(MergeMethod):
     def __call__(self, x: Tensor, w: Tensor, ctx: TensorContext) -> Tensor:
         out = weighted_sum(x, w, self.scale)  # (*s), in x's scratch memory
         return out.div_(w.sum()) if self.normalize else out
+
+    def fast(self) -> bool:
+        return True
+
+    def fast_merge(self, xs, base, out, w, ctx, state) -> None:
+        coef = [self.scale * float(v) for v in w]  # as weighted_sum's alphas
+        kernels.weighted_merge(xs, base, out, coef, divisor=float(w.sum()) if self.normalize else 1.0)

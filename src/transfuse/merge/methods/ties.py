@@ -19,8 +19,11 @@ which only differs on exact cancellations.
 """
 from __future__ import annotations
 
+import numpy as np
+import torch
 from torch import Tensor
 
+from .. import kernels
 from .._ops import RadixSelect, disjoint_merge, elect_sign, keep_rank, per_model, tensor_magnitude_stats, tensor_magnitude_values
 from . import MergeMethod, TensorContext, methods
 
@@ -49,7 +52,9 @@ class Ties(MergeMethod):
         self.sign_from, self.normalize = sign_from, normalize
         self.passes = 2 if topk == "global" else 0
         self.tensor_passes = 2 if topk == "per_tensor" else 0
+        self.fast_tensor_passes = self.tensor_passes
         self._sel: RadixSelect | None = None
+        self._fsel: kernels.MagnitudeSelect | None = None  # the fused path's global selection
         self._thr: Tensor | None = None
         self._dens: list = []
 
@@ -66,6 +71,12 @@ class Ties(MergeMethod):
             self._sel.add_fine(v)
 
     def finish_pass(self, pass_index: int) -> None:
+        if self._fsel is not None:
+            if pass_index == 0:
+                self._fsel.set_ranks([keep_rank(self._fsel.count, d) for d in self._dens])
+            else:
+                self._thr = torch.from_numpy(self._fsel.values().copy())
+            return
         if self._sel is None:
             return
         if pass_index == 0:
@@ -91,3 +102,30 @@ class Ties(MergeMethod):
         trimmed = x.masked_fill_(x.abs() < per_model(thr, x), 0.0)  # (K, *s), in the engine's scratch block
         sign = elect_sign(trimmed * per_model(w, x) if self.sign_from == "weighted" else trimmed)
         return self.scale * disjoint_merge(trimmed, w, sign, normalize=self.normalize)
+
+    # -- the fused path: the same selection (histograms of the float bits) and per-entry merge
+    def fast(self) -> bool:
+        return True
+
+    def fast_observe(self, pass_index, xs, base, ctx) -> None:
+        if self._fsel is None:
+            self._fsel = kernels.MagnitudeSelect(len(xs))
+            self._dens = ctx.per_model["density"].tolist()
+        self._fsel.add(pass_index, xs, base)
+
+    def fast_observe_tensor(self, pass_index, xs, base, ctx, state) -> None:
+        sel = state.setdefault("fsel", kernels.MagnitudeSelect(len(xs)))
+        if pass_index == 1 and sel.bins is None:
+            sel.set_ranks([keep_rank(sel.count, d) for d in ctx.per_model["density"].tolist()])
+        sel.add(pass_index, xs, base)
+
+    def fast_merge(self, xs, base, out, w, ctx, state) -> None:
+        if self.topk == "global":
+            assert self._thr is not None, "global top-k needs its statistics passes first"
+            thr = self._thr.numpy().astype(np.float32)
+        else:
+            if "thr" not in state:
+                state["thr"] = state["fsel"].values()
+            thr = state["thr"]
+        normalize = {"none": 0, "count": 1, "weights": 2}[self.normalize]
+        kernels.ties(xs, base, thr, w, self.sign_from == "weighted", normalize, np.float32(self.scale), out)

@@ -1,0 +1,139 @@
+"""The fused numba path equals the torch reference path, block by block, and steps aside when it must."""
+import numpy as np
+import pytest
+import torch
+
+import transfuse
+import transfuse.merge.engine as engine
+from transfuse.merge import kernels
+from transfuse.merge._ops import keep_rank
+
+from merge_helpers import read_model, write_model
+
+pytestmark = pytest.mark.skipif(not kernels.available(), reason="numba is not installed")
+
+FAST_CASES = [
+    ("linear", {}), ("linear", {"normalize": False}),
+    ("task_arithmetic", {"scale": 0.7}), ("task_arithmetic", {"scale": 0.5, "normalize": True}),
+    ("dare", {"density": 0.3}), ("dare", {"density": 0.6, "rescale": "none", "scale": 0.8}),
+    ("ties", {"density": 0.3}), ("ties", {"density": 0.4, "topk": "per_tensor"}),
+    ("ties", {"density": 0.5, "topk": "per_tensor", "sign_from": "weighted", "normalize": "weights"}),
+    ("ties", {"density": 0.2, "normalize": "none", "scale": 0.6}),
+]
+
+
+@pytest.fixture(params=[torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
+def typed_family(request, tmp_path):
+    """base + 3 experts, 16-bit or 32-bit, with exact zeros and repeated magnitudes in the deltas."""
+    g = torch.Generator().manual_seed(1)
+    shapes = {"embed.weight": (37, 16), "layers.0.w": (24, 16), "layers.0.b": (24,), "norm.weight": (16,), "scalar": ()}
+    base = {k: torch.randn(s, generator=g) for k, s in shapes.items()}
+    paths = {"base": write_model(tmp_path / "base", {k: v.to(request.param) for k, v in base.items()})}
+    for i in range(3):
+        t = {}
+        for k, v in base.items():
+            d = 0.3 * torch.randn(v.shape, generator=g)
+            d[torch.rand(v.shape, generator=g) < 0.2] = 0.0  # unchanged entries, as in real fine-tunes
+            t[k] = (v + d).to(request.param)
+        paths[f"e{i}"] = write_model(tmp_path / f"e{i}", t, shards=2)
+    return {"paths": paths, "root": tmp_path, "dtype": request.param}
+
+
+def _run(fam, method, params, out, weights=(1.0, 0.7, 1.3), **extra):
+    models = [{"model": str(fam["paths"][f"e{i}"]), "parameters": {"weight": w}} for i, w in enumerate(weights)]
+    cfg = {"method": method, "models": models, "parameters": params, "output": str(fam["root"] / out), **extra}
+    if method != "linear":
+        cfg["base_model"] = str(fam["paths"]["base"])
+    return read_model(transfuse.merge(cfg))
+
+
+def _spy(monkeypatch):
+    calls = []
+    for name in ("weighted", "ties", "hist_high"):
+        real = getattr(kernels, name)
+        monkeypatch.setattr(kernels, name, lambda *a, _real=real, _n=name: (calls.append(_n), _real(*a))[1])
+    return calls
+
+
+def _close(a, b, dtype):
+    # the paths may round differently in the last bit (torch fuses multiply-adds, the kernels do not)
+    tol = {"rtol": 2 ** -7, "atol": 1e-6} if dtype == torch.bfloat16 else {"rtol": 1e-6, "atol": 1e-7}
+    torch.testing.assert_close(a.float(), b.float(), **tol)
+
+
+@pytest.mark.parametrize("method,params", FAST_CASES, ids=[f"{m}-{i}" for i, (m, _) in enumerate(FAST_CASES)])
+def test_fused_path_equals_torch_path(typed_family, monkeypatch, method, params):
+    calls = _spy(monkeypatch)
+    fused = _run(typed_family, method, params, "fused")
+    assert calls, "the fused kernels were not used"
+    with monkeypatch.context() as m:
+        m.setattr(kernels, "available", lambda: False)
+        calls.clear()
+        ref = _run(typed_family, method, params, "torch")
+        assert not calls
+    for k in ref:
+        assert fused[k].dtype == ref[k].dtype and fused[k].shape == ref[k].shape
+        _close(fused[k], ref[k], typed_family["dtype"])
+    if method in ("linear", "dare", "ties"):  # the same entries kept / dropped: zeros agree exactly
+        for k in ref:
+            d_f = fused[k].float() - read_model(typed_family["paths"]["base"])[k].float() if method != "linear" else None
+            if d_f is not None:
+                d_r = ref[k].float() - read_model(typed_family["paths"]["base"])[k].float()
+                assert torch.equal(d_f == 0, d_r == 0)
+
+
+@pytest.mark.parametrize("method,params", FAST_CASES[::2], ids=[m for m, _ in FAST_CASES[::2]])
+def test_fused_blocks_equal_one_block(typed_family, monkeypatch, method, params):
+    whole = _run(typed_family, method, params, "whole")
+    monkeypatch.setattr(engine, "FAST_ELEMS", 7)  # every tensor cut into many row blocks
+    monkeypatch.setattr(engine, "KEEP_MAPPED_BYTES", 0)
+    assert len(engine.row_blocks((24, 16), engine.FAST_ELEMS)) > 1
+    blocks = _run(typed_family, method, params, "blocks")
+    for k in whole:
+        assert torch.equal(whole[k], blocks[k]), k
+
+
+def test_mixed_input_dtypes_take_the_torch_path(tmp_path, monkeypatch):
+    g = torch.Generator().manual_seed(0)
+    base = {"w": torch.randn(8, 4, generator=g)}
+    e0 = {"w": (base["w"] + 0.1).to(torch.bfloat16)}
+    e1 = {"w": (base["w"] - 0.2).to(torch.float16)}  # float16: not a kernel dtype
+    paths = [write_model(tmp_path / n, t) for n, t in (("b", base), ("e0", e0), ("e1", e1))]
+    calls = _spy(monkeypatch)
+    out = read_model(transfuse.merge({"method": "task_arithmetic", "base_model": str(paths[0]), "output": str(tmp_path / "o"),
+                                      "models": [{"model": str(p)} for p in paths[1:]]}))
+    assert not calls
+    ref = base["w"] + (e0["w"].float() - base["w"]) + (e1["w"].float() - base["w"])
+    torch.testing.assert_close(out["w"].float(), ref, rtol=1e-6, atol=1e-6)
+
+
+def test_bfloat16_rounding_matches_torch_on_special_values():
+    vals = np.array([0.0, -0.0, 1.0, -1.5, 3.0e38, -3.4e38, np.inf, -np.inf, np.nan, 1e-40, -1e-42,
+                     1.00390625, 1.01171875, 1.0 + 2 ** -8 + 2 ** -20, 65504.0, 2 ** -126], np.float32)
+    vals = np.concatenate([vals, np.random.default_rng(0).standard_normal(4096).astype(np.float32) * 1e3])
+    out = np.empty(vals.size, np.uint16)
+    kernels.weighted_merge((vals,), None, out, [1.0])
+    ref = torch.from_numpy(vals).to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
+    nan = np.isnan(vals)
+    assert np.array_equal(out[~nan], ref[~nan])
+    assert np.isnan(torch.from_numpy(out.view(np.int16)).view(torch.bfloat16).float().numpy()[nan]).all()
+
+
+def test_magnitude_select_is_exact_with_ties_and_zeros():
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal(10_001).astype(np.float32)
+    xs = []
+    for k in range(3):
+        d = np.round(rng.standard_normal(base.size) * 8) / 8  # many equal magnitudes, many zeros
+        xs.append((base + d.astype(np.float32)).astype(np.float32))
+    xs = tuple(xs)
+    for density in (0.05, 0.3, 0.5, 0.99):
+        sel = kernels.MagnitudeSelect(3)
+        for half in (slice(0, 4000), slice(4000, None)):  # fed in two blocks
+            sel.add(0, tuple(x[half] for x in xs), base[half])
+        ranks = [keep_rank(base.size, density)] * 3
+        sel.set_ranks(ranks)
+        for half in (slice(0, 4000), slice(4000, None)):
+            sel.add(1, tuple(x[half] for x in xs), base[half])
+        ref = [np.sort(np.abs(x - base))[r] for x, r in zip(xs, ranks)]
+        assert np.array_equal(sel.values(), np.array(ref, np.float32))
