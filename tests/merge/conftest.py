@@ -22,3 +22,9 @@ def family(tmp_path):
         experts.append(t)
         paths[f"e{i}"] = write_model(tmp_path / f"e{i}", t)
     return {"base": base, "experts": experts, "paths": paths, "root": tmp_path}
+
+
+@pytest.fixture(autouse=True)
+def _private_hash_cache(tmp_path, monkeypatch):
+    """File digests are remembered in a file: keep the tests' out of the user's ~/.cache."""
+    monkeypatch.setenv("TRANSFUSE_HASH_CACHE", str(tmp_path / "hash-cache" / "sha256.json"))

@@ -102,11 +102,35 @@ def test_sharded_output_loads_with_from_pretrained(tmp_path):
     # model card: method and the sha256 of every input
     card = (out / "README.md").read_text()
     assert "ties" in card
+    record = json.loads((out / "transfuse_merge.json").read_text())
     for p in paths:
-        h = hashlib.sha256()
-        for f in sorted(p.glob("*.safetensors"), key=lambda f: f.name):
-            h.update(f.read_bytes())
-        assert h.hexdigest() in card, p
+        files = sorted(p.glob("*.safetensors"), key=lambda f: f.name)
+        per_file = {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
+        listing = "".join(f"{n} {d}\n" for n, d in per_file.items())
+        assert hashlib.sha256(listing.encode()).hexdigest() in card, p
+        assert per_file in record["input_files_sha256"].values()
+
+
+def test_file_digests_are_remembered_until_the_file_changes(tmp_path, monkeypatch):
+    from transfuse.merge import io
+
+    f = tmp_path / "w.safetensors"
+    f.write_bytes(b"abc" * 1000)
+    true = hashlib.sha256(f.read_bytes()).hexdigest()
+    assert io.file_sha256(f) == true
+    cache = json.loads(io.hash_cache_path().read_text())
+    cache[str(f.resolve())]["sha256"] = "remembered"
+    io.hash_cache_path().write_text(json.dumps(cache))
+    assert io.file_sha256(f) == "remembered"  # not read again
+    f.write_bytes(b"abd" * 1000)  # changed: size/mtime/inode stamp differs
+    assert io.file_sha256(f) == hashlib.sha256(f.read_bytes()).hexdigest()
+    # a Hugging Face hub cache link names its blob by the file's sha256: taken from the name
+    blob = tmp_path / "blobs" / ("ab" * 32)
+    blob.parent.mkdir()
+    blob.write_bytes(b"x")
+    link = tmp_path / "snapshot.safetensors"
+    link.symlink_to(blob)
+    assert io.file_sha256(link) == "ab" * 32
 
 
 def test_vocab_pad_and_truncate(family, tmp_path):

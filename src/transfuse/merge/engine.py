@@ -30,7 +30,7 @@ from ..errors import TransfuseError
 from ._ops import seed_for
 from .config import parse_size
 from . import kernels
-from .io import KERNEL_DTYPES, SIDE_FILES, LayoutWriter, LoraSource, OutSpec, SafetensorsSource, sha256_files, shard_layout
+from .io import KERNEL_DTYPES, SIDE_FILES, LayoutWriter, LoraSource, OutSpec, SafetensorsSource, input_sha256, shard_layout
 from .methods import MergeMethod, TensorContext
 from .plan import Plan, TensorPlan
 
@@ -259,12 +259,13 @@ def execute(plan: Plan, out: Path, *, progress: bool = False) -> Dict[str, Any]:
     tmp.mkdir()
     t_start = time.time()
     hashes: Dict[str, str] = {}
+    file_hashes: Dict[str, Dict[str, str]] = {}
     hasher = None
     if cfg.hash_inputs == "sha256":
         def _hash_all() -> None:
             srcs = ([("base_model", plan.base)] if plan.base is not None else []) + [(m.model, e) for m, e in zip(cfg.models, plan.experts)]
             for label, src in srcs:
-                hashes[label] = sha256_files(src.files())
+                hashes[label], file_hashes[label] = input_sha256(src.files())
         hasher = threading.Thread(target=_hash_all, name="transfuse-hash", daemon=True)
         hasher.start()
     try:
@@ -360,7 +361,7 @@ def execute(plan: Plan, out: Path, *, progress: bool = False) -> Dict[str, Any]:
         elapsed = time.time() - t_start
         (tmp / "README.md").write_text(_model_card(plan, hashes, elapsed))
         with open(tmp / "transfuse_merge.json", "w") as f:
-            json.dump({"config": cfg.model_dump(mode="json"), "inputs_sha256": hashes}, f, indent=2)
+            json.dump({"config": cfg.model_dump(mode="json"), "inputs_sha256": hashes, "input_files_sha256": file_hashes}, f, indent=2)
         # 4. into place
         if out.exists():
             if not cfg.overwrite:
@@ -555,7 +556,9 @@ def _model_card(plan: Plan, hashes: Dict[str, str], elapsed: float) -> str:
     ]
     for o in cfg.overrides:
         lines.append(f"- override `{o.pattern}`: `{json.dumps(o.parameters)}`")
-    lines += ["", "| input | role | parameters | sha256 |", "| --- | --- | --- | --- |"]
+    lines += ["", "sha256 of each input: of its lines `<file> <file sha256>` in file order (each file's own digest,",
+              "the Hugging Face hub's LFS sha256, is in transfuse_merge.json).", "",
+              "| input | role | parameters | sha256 |", "| --- | --- | --- | --- |"]
     if cfg.base_model:
         lines.append(f"| `{cfg.base_model}` | base | | `{hashes.get('base_model', 'not computed')}` |")
     for m in cfg.models:

@@ -17,6 +17,7 @@ import hashlib
 import json
 import mmap
 import os
+import re
 import struct
 import threading
 from dataclasses import dataclass
@@ -362,17 +363,73 @@ def _pickle_or_refuse(path: Path, file: Path, config_dir: Path, allow_pickle: bo
     return PickleSource(path, file, config_dir)
 
 
-def sha256_files(files: List[Path]) -> str:
-    """sha256 of the files' bytes concatenated in file-name order (one digest per input)."""
+_HUB_BLOB = re.compile(r"[0-9a-f]{64}")
+_hash_lock = threading.Lock()
+
+
+def hash_cache_path() -> Path:
+    """Where file digests are remembered: $TRANSFUSE_HASH_CACHE, else ~/.cache/transfuse/sha256.json."""
+    env = os.environ.get("TRANSFUSE_HASH_CACHE")
+    if env:
+        return Path(env)
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return root / "transfuse" / "sha256.json"
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of one file, read once per (path, size, mtime, inode) and remembered.
+
+    A file of the Hugging Face hub cache is a link to ``blobs/<its sha256>`` (LFS files): the
+    digest is read off the name, as huggingface_hub itself does. Otherwise hashing a 2.5 GB
+    model costs ~2 s of a core, which a user re-merging the same inputs should not pay again.
+    """
+    real = Path(path).resolve()
+    if real.parent.name == "blobs" and _HUB_BLOB.fullmatch(real.name):
+        return real.name
+    st = real.stat()
+    stamp = [st.st_size, st.st_mtime_ns, st.st_ino]
+    cache_file = hash_cache_path()
+    with _hash_lock:
+        cache = _read_hash_cache(cache_file)
+    hit = cache.get(str(real))
+    if hit and hit.get("stat") == stamp:
+        return hit["sha256"]
     h = hashlib.sha256()
-    for f in sorted(files, key=lambda p: p.name):
-        with open(f, "rb") as fh:
-            while True:
-                block = fh.read(1 << 24)
-                if not block:
-                    break
-                h.update(block)
-    return h.hexdigest()
+    with open(real, "rb") as fh:
+        while True:
+            block = fh.read(1 << 24)
+            if not block:
+                break
+            h.update(block)
+    digest = h.hexdigest()
+    with _hash_lock:  # re-read: another thread or process may have added entries meanwhile
+        cache = _read_hash_cache(cache_file)
+        cache[str(real)] = {"stat": stamp, "sha256": digest}
+        try:
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache_file.with_name(f".{cache_file.name}.{os.getpid()}.{threading.get_ident()}")
+            tmp.write_text(json.dumps(cache))
+            os.replace(tmp, cache_file)
+        except OSError:  # a read-only home only costs the re-hash next time
+            pass
+    return digest
+
+
+def _read_hash_cache(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def input_sha256(files: List[Path]) -> Tuple[str, Dict[str, str]]:
+    """(digest of the input, {file name: sha256}): the digest is the sha256 of the lines
+    "<file name> <file sha256>" in file-name order, so each file's own digest (the hub's LFS
+    sha256) can be checked too."""
+    per_file = {f.name: file_sha256(f) for f in sorted(files, key=lambda p: p.name)}
+    listing = "".join(f"{name} {digest}\n" for name, digest in per_file.items())
+    return hashlib.sha256(listing.encode()).hexdigest(), per_file
 
 
 # ----------------------------------------------------------------------------------- writing

@@ -8,7 +8,8 @@ arithmetic in float32 registers and write the output dtype, so a merge is one pa
 inputs. They implement the same formulas as the torch methods (``methods/*.py``), which stay
 the reference: tests check both paths give the same merge. The engine uses a kernel only when
 every input is a safetensors file of bfloat16 or float32 and numba is importable
-(``available()``); anything else takes the torch path.
+(``available()``; ``TRANSFUSE_MERGE_KERNELS=0`` switches them off); anything else takes the
+torch path. Compiled kernels are cached on disk by numba (first use: a few seconds).
 
 Conventions: ``xs`` is a tuple of K 1-D arrays (one block of each model; bfloat16 arrives as
 ``uint16`` bit patterns), ``base`` a 1-D array of the same length (length 0 when unused), ``out``
@@ -17,6 +18,7 @@ torch's eager ops.
 """
 from __future__ import annotations
 
+import os
 from typing import Optional, Tuple
 
 import numpy as np
@@ -38,7 +40,8 @@ BINS = 1 << 16
 
 
 def available() -> bool:
-    return _HAVE_NUMBA
+    """numba imported, and not switched off with TRANSFUSE_MERGE_KERNELS=0 (to compare or debug)."""
+    return _HAVE_NUMBA and os.environ.get("TRANSFUSE_MERGE_KERNELS", "1") != "0"
 
 
 if _HAVE_NUMBA:
