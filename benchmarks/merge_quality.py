@@ -10,7 +10,7 @@ the scaled methods is picked on a held-out validation split, as the papers do; d
 the papers' defaults. Fisher and RegMean statistics come from 256 validation samples per task;
 Twin's router is trained on the same validation samples (task id labels).
 
-    python benchmarks/merge_quality.py            # about 2-4 CPU minutes
+    python benchmarks/merge_quality.py --seeds 0 1 2   # about 3-5 CPU minutes per seed
 """
 from __future__ import annotations
 
@@ -87,16 +87,43 @@ def main() -> None:
     ap.add_argument("--work", default=".bench/merge_quality")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--small", action="store_true", help="tiny sizes (tests)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="one whole run (pretraining, fine-tunes, merges) per seed")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     t0 = time.time()
+    runs = [run_seed(args, seed) for seed in args.seeds]
+    if len(runs) > 1:
+        summarize(runs)
+    print(f"total {time.time() - t0:.0f}s")
+    if args.json:
+        Path(args.json).write_text(json.dumps(runs if len(runs) > 1 else runs[0], indent=2))
+
+
+def summarize(runs: list) -> None:
+    """Mean and spread (min-max over seeds) of each method's mean normalised accuracy."""
+    import statistics
+
+    print(f"\nover seeds {[r['seed'] for r in runs]}:")
+    print("| method | fashion | mnist | digits | mean | min-max of mean over seeds |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    order = sorted(runs[0]["rows"], key=lambda m: -statistics.mean(sum(r["rows"][m].values()) / 3 for r in runs))
+    for m in order:
+        per = {n: statistics.mean(r["rows"][m][n] for r in runs) for n in runs[0]["rows"][m]}
+        means = [sum(r["rows"][m].values()) / len(r["rows"][m]) for r in runs]
+        print(f"| {m} | " + " | ".join(f"{v:.3f}" for v in per.values()) + f" | {statistics.mean(means):.3f} | {min(means):.3f}-{max(means):.3f} |")
+    for m in runs[0]["chosen"]:
+        print(f"chosen for {m}: " + "; ".join(json.dumps(r["chosen"][m]) for r in runs))
+
+
+def run_seed(args, seed: int) -> dict:
+    print(f"== seed {seed}", flush=True)
     work = Path(args.work)
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    gen = torch.Generator().manual_seed(0)
-    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
     n_train = 600 if args.small else 5000
     tasks = {
         "fashion": datasets.get("fashion_mnist")(train_size=n_train + 500, test_size=400 if args.small else 2000),
@@ -166,13 +193,14 @@ def main() -> None:
     grid = {
         "linear": [{}],
         "task_arithmetic": [{"scale": s} for s in (0.3, 0.5, 0.7, 1.0)],
-        "ties": [{"density": 0.2, "scale": s} for s in (0.7, 1.0, 1.3, 1.6)],
+        # TIES and PCB get their second knob too (top-k share), as their papers tune it
+        "ties": [{"density": d, "scale": s} for d in (0.2, 0.5) for s in (0.7, 1.0, 1.3, 1.6, 2.0)],
         "dare": [{"density": 0.5, "scale": s} for s in (0.3, 0.5, 0.7, 1.0)],
         "dare_ties": [{"density": 0.5, "sign": "ties", "scale": s} for s in (0.7, 1.0, 1.3)],
         "breadcrumbs": [{"density": 0.9, "gamma": 0.01, "scale": s} for s in (0.3, 0.5, 0.7, 1.0)],
         "della": [{"density": 0.5, "epsilon": 0.1, "scale": s} for s in (0.7, 1.0, 1.3)],
         "model_stock": [{}],
-        "pcb": [{"ratio": 0.1, "scale": s} for s in (0.8, 1.0, 1.2, 1.5)],
+        "pcb": [{"ratio": r, "scale": s} for r in (0.1, 0.2) for s in (0.8, 1.0, 1.2, 1.5, 2.0)],
         "fisher": [{}],
         "regmean": [{"alpha": 0.9}],
     }
@@ -230,9 +258,7 @@ def main() -> None:
     print(f"\nfine-tuned test accuracy: " + ", ".join(f"{n} {ft_acc[n]:.4f}" for n in names))
     print(f"chosen on validation: {json.dumps(chosen)}")
     print(f"twin router accuracy on test inputs: {json.dumps(route_acc)}")
-    print(f"total {time.time() - t0:.0f}s")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows, "ft_acc": ft_acc, "chosen": chosen, "route_acc": route_acc}, indent=2))
+    return {"seed": seed, "rows": rows, "ft_acc": ft_acc, "chosen": chosen, "route_acc": route_acc}
 
 
 if __name__ == "__main__":

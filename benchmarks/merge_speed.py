@@ -14,6 +14,9 @@ are compared tensor by tensor where the semantics are the same, and deleted. Row
 - the I/O floor: every input file read once and an output of the merged size written with plain
   file copies (``shutil.copyfile``) and an fsync, as the merge does, right after the method.
 
+Every measured run (and the floor) starts with the inputs read into the page cache: mergekit's
+10-15 GB peaks evict them otherwise, and the next run would pay the disk.
+
     python benchmarks/merge_make_checkpoints.py --out .bench/merge_ckpt --models 3
     python benchmarks/merge_speed.py --ckpt .bench/merge_ckpt --mergekit .bench/mkvenv/bin/mergekit-yaml
 """
@@ -31,7 +34,21 @@ from pathlib import Path
 import yaml
 
 
+WARM: list = []  # the input folders, read into the page cache before every measured run
+
+
+def warm_page_cache() -> None:
+    """Read every input once: a previous run (mergekit peaks at 10-15 GB) may have evicted them,
+    and every tool should start from the same warm cache, as the I/O floor does."""
+    for folder in WARM:
+        for f in sorted(Path(folder).glob("*.safetensors")):
+            with open(f, "rb", buffering=0) as fh:
+                while fh.read(1 << 24):
+                    pass
+
+
 def run_measured(cmd: list, env: dict | None = None) -> dict:
+    warm_page_cache()
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     out_text = proc.stdout.read().decode(errors="replace")
@@ -51,6 +68,7 @@ def folder_bytes(p: Path) -> int:
 
 
 def io_floor(inputs: list, out_size_like: Path, work: Path) -> dict:
+    warm_page_cache()
     t0 = time.perf_counter()
     for folder in inputs:
         for f in sorted(folder.glob("*.safetensors")):
@@ -135,6 +153,7 @@ def main() -> None:
         "ties_global": ({"method": "ties", **experts, "parameters": {"density": 0.2}}, None),
         "pcb": ({"method": "pcb", **experts, "parameters": {"ratio": 0.1}}, None),
     }
+    WARM.extend([base, ft1, ft2])
     results = {"input_gb": in_gb, "model_gb": model_gb, "runs": {}}
     floor = io_floor([base, ft1, ft2], base, work)  # also warms the page cache for everyone
     results["io_floor_first"] = floor
@@ -153,11 +172,13 @@ def main() -> None:
         (work / f"ours_{m}.yaml").write_text(yaml.safe_dump(ours_cfg))
         cli = [sys.executable, "-m", "transfuse.cli", "merge", str(work / f"ours_{m}.yaml")]
         r = {}
-        cold_cache = work / f"numba_cold_{m}"
-        r["transfuse_cold"] = run_measured(cli, {**env, "NUMBA_CACHE_DIR": str(cold_cache)})
-        shutil.rmtree(work / f"ours_{m}", ignore_errors=True)
-        shutil.rmtree(cold_cache, ignore_errors=True)
+        if m != "pcb":  # PCB has no fused kernel: nothing to compile
+            cold_cache = work / f"numba_cold_{m}"
+            r["transfuse_cold"] = run_measured(cli, {**env, "NUMBA_CACHE_DIR": str(cold_cache)})
+            shutil.rmtree(work / f"ours_{m}", ignore_errors=True)
+            shutil.rmtree(cold_cache, ignore_errors=True)
         r["transfuse"] = run_measured(cli, env)
+        r.setdefault("transfuse_cold", r["transfuse"])
         print(m, "transfuse", r["transfuse"], "cold", r["transfuse_cold"], flush=True)
         if m in args.torch_path.split(","):
             shutil.move(str(work / f"ours_{m}"), str(work / f"keep_{m}"))

@@ -359,7 +359,8 @@ def execute(plan: Plan, out: Path, *, progress: bool = False) -> Dict[str, Any]:
         if hasher is not None:
             hasher.join()
         elapsed = time.time() - t_start
-        (tmp / "README.md").write_text(_model_card(plan, hashes, elapsed))
+        fused = sum(1 for t in plan.tensors if t.group >= 0 and _fast_ok(plan, plan.instances[t.group], t))
+        (tmp / "README.md").write_text(_model_card(plan, hashes, elapsed, fused))
         with open(tmp / "transfuse_merge.json", "w") as f:
             json.dump({"config": cfg.model_dump(mode="json"), "inputs_sha256": hashes, "input_files_sha256": file_hashes}, f, indent=2)
         # 4. into place
@@ -540,7 +541,7 @@ def _copy_side_files(plan: Plan, tmp: Path) -> None:
             pass
 
 
-def _model_card(plan: Plan, hashes: Dict[str, str], elapsed: float) -> str:
+def _model_card(plan: Plan, hashes: Dict[str, str], elapsed: float, fused: int = 0) -> str:
     cfg = plan.config
     lines = [
         "---",
@@ -553,6 +554,7 @@ def _model_card(plan: Plan, hashes: Dict[str, str], elapsed: float) -> str:
         "",
         f"- method: `{cfg.method}`, parameters: `{json.dumps(cfg.parameters)}`",
         f"- compute dtype: `{cfg.dtype}`, output dtype: `{cfg.out_dtype or 'as the base'}`, seed: {cfg.seed}",
+        f"- merged tensors through the fused kernels: {fused} of {sum(1 for t in plan.tensors if t.group >= 0)} (the rest: torch ops)",
     ]
     for o in cfg.overrides:
         lines.append(f"- override `{o.pattern}`: `{json.dumps(o.parameters)}`")
