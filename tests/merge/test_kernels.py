@@ -119,21 +119,50 @@ def test_bfloat16_rounding_matches_torch_on_special_values():
     assert np.isnan(torch.from_numpy(out.view(np.int16)).view(torch.bfloat16).float().numpy()[nan]).all()
 
 
-def test_magnitude_select_is_exact_with_ties_and_zeros():
+def _select(xs, base, ranks, cuts):
+    """Run a MagnitudeSelect over the blocks ``cuts`` until it is done; (values, passes used)."""
+    sel = kernels.MagnitudeSelect(len(xs), base.size)
+    p = 0
+    while p < sel.passes:
+        for a, b in zip(cuts[:-1], cuts[1:]):
+            sel.add(p, tuple(x[a:b] for x in xs), base[a:b], a)
+        if p == 0:
+            sel.set_ranks(ranks)
+        else:
+            sel.finish_pass(p)
+        p += 1
+    return sel.values(), sel.passes
+
+
+@pytest.mark.parametrize("n", [10_001, 5_000_003], ids=["whole-sample", "sampled"])
+def test_magnitude_select_is_exact_with_ties_and_zeros(n, monkeypatch):
     rng = np.random.default_rng(0)
-    base = rng.standard_normal(10_001).astype(np.float32)
+    base = rng.standard_normal(n).astype(np.float32)
     xs = []
     for k in range(3):
-        d = np.round(rng.standard_normal(base.size) * 8) / 8  # many equal magnitudes, many zeros
+        d = np.round(rng.standard_normal(n) * 8) / 8 * (k + 1)  # many equal magnitudes, many zeros
         xs.append((base + d.astype(np.float32)).astype(np.float32))
     xs = tuple(xs)
+    cuts = [0, n // 3 + 7, n]  # blocks not aligned to the sample's runs
     for density in (0.05, 0.3, 0.5, 0.99):
-        sel = kernels.MagnitudeSelect(3)
-        for half in (slice(0, 4000), slice(4000, None)):  # fed in two blocks
-            sel.add(0, tuple(x[half] for x in xs), base[half])
-        ranks = [keep_rank(base.size, density)] * 3
-        sel.set_ranks(ranks)
-        for half in (slice(0, 4000), slice(4000, None)):
-            sel.add(1, tuple(x[half] for x in xs), base[half])
-        ref = [np.sort(np.abs(x - base))[r] for x, r in zip(xs, ranks)]
-        assert np.array_equal(sel.values(), np.array(ref, np.float32))
+        ranks = [keep_rank(n, density)] * 3
+        got, passes = _select(xs, base, ranks, cuts)
+        ref = [np.partition(np.abs(x - base), r)[r] for x, r in zip(xs, ranks)]
+        assert np.array_equal(got, np.array(ref, np.float32)), density
+        assert passes == 2
+
+
+def test_magnitude_select_falls_back_when_the_sample_misleads(monkeypatch):
+    """A bracket that misses the rank (margin forced to nothing, a sample blind to the tail) still
+    ends exact, through the two extra radix passes."""
+    monkeypatch.setattr(kernels, "SAMPLE_SD", 0.0)
+    monkeypatch.setattr(kernels, "SAMPLE_MIN", 1000)
+    n = 200_000
+    base = np.zeros(n, np.float32)
+    x = np.ones(n, np.float32)
+    period = kernels.SAMPLE_RUN * kernels.SAMPLE_EVERY
+    sampled = (np.arange(n) % period) < kernels.SAMPLE_RUN
+    x[sampled] = 0.5  # the sample sees only 0.5; 7/8 of the entries are 1.0
+    got, passes = _select((x,), base, [n // 2], [0, n])
+    assert passes == 4
+    assert got[0] == np.partition(np.abs(x - base), n // 2)[n // 2] == 1.0

@@ -273,14 +273,19 @@ def execute(plan: Plan, out: Path, *, progress: bool = False) -> Dict[str, Any]:
         for gi, inst in enumerate(plan.instances):
             group = [t for t in plan.tensors if t.group == gi]
             if inst.passes and group and all(_fast_ok(plan, inst, t) for t in group):
-                for p in range(inst.passes):
-                    bar = Progress(sum(_numel(t.shape, None) for t in group) * K * 2, progress)
+                numel = sum(_numel(t.shape, None) for t in group)
+                p = 0
+                while p < inst.fast_pass_count():  # may grow after a pass (a sampled guess missed)
+                    bar = Progress(numel * K * 2, progress)
                     for t in group:
                         for r in row_blocks(t.shape, FAST_ELEMS):
+                            ctx = _ctx(plan, inst, t, r, None)
+                            ctx.extra["group_numel"] = numel
                             with _views(plan, inst, t, r) as (xs, base):
-                                inst.fast_observe(p, xs, base, _ctx(plan, inst, t, r, None))
-                            bar.step(_numel(t.shape, r) * K * 2, f"statistics pass {p + 1}/{inst.passes}")
+                                inst.fast_observe(p, xs, base, ctx)
+                            bar.step(_numel(t.shape, r) * K * 2, f"statistics pass {p + 1}")
                     inst.finish_pass(p)
+                    p += 1
                 continue
             for p in range(inst.passes):
                 units = [(t, r) for t in group for r in row_blocks(t.shape)]
@@ -501,11 +506,14 @@ def _fast_tensor(plan: Plan, inst: MergeMethod, t: TensorPlan, writer, writes: "
     srcs = _fast_sources(plan, inst)
     # several passes over a tensor that is not too big: keep its pages mapped until the last one
     # (unmapping and faulting them in again cost more than the passes' arithmetic)
-    keep = inst.fast_tensor_passes > 0 and sum(s.table[t.name].end - s.table[t.name].start for s in srcs) <= KEEP_MAPPED_BYTES
-    for p in range(inst.fast_tensor_passes):
+    keep = inst.fast_tensor_pass_count(state) > 0 and sum(s.table[t.name].end - s.table[t.name].start for s in srcs) <= KEEP_MAPPED_BYTES
+    p = 0
+    while p < inst.fast_tensor_pass_count(state):  # may grow after a pass (a sampled guess missed)
         for r in blocks:
             with _views(plan, inst, t, r, keep) as (xs, base):
                 inst.fast_observe_tensor(p, xs, base, _ctx(plan, inst, t, r, None), state)
+        inst.fast_finish_tensor_pass(p, state)
+        p += 1
     out_np = np.dtype(np.uint16) if t.out_dtype == torch.bfloat16 else np.dtype(np.float32)
     for r in blocks:
         with _views(plan, inst, t, r) as (xs, base):

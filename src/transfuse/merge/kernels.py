@@ -37,6 +37,12 @@ MASK32 = 0xFFFFFFFF
 M1, M2 = 0x21F0AAAD, 0x735A2D97  # lowbias32 multipliers, as _ops.counter_bits
 NO_DROP = 1 << 24  # a keep threshold meaning "keep every entry"
 BINS = 1 << 16
+SAMPLE_RUN = 64  # entries per sampled run (two cache lines of bfloat16)
+SAMPLE_EVERY = 8  # one run in this many is sampled (models above SAMPLE_MIN entries)
+SAMPLE_MIN = 1 << 22  # below this many entries per model the "sample" is everything
+SAMPLE_SD = 6.0  # bracket margin in standard deviations of the sampled rank
+SAMPLE_INFLATE = 8.0  # variance factor for entries sampled in runs (a design effect; a miss only costs passes)
+MAX_BRACKET_BINS = 16  # widest bracket counted in pass 1 (16 x 65536 counters per model and thread)
 
 
 def available() -> bool:
@@ -164,25 +170,24 @@ if _HAVE_NUMBA:
             store(out, i, b + scale * r)
 
     @njit(parallel=True, nogil=True, cache=True)
-    def hist_high(xs, base, hist, T):  # pragma: no cover - compiled
-        """hist (K, 65536) += counts of the top 16 bits of |x_k - base| (order key of |tau|); T threads."""
+    def hist_high(xs, base, local):  # pragma: no cover - compiled
+        """local (T, K, 65536) += per-thread counts of the top 16 bits of |x_k - base| (order key of |tau|)."""
         n = xs[0].shape[0]
         K = len(xs)
-        local = np.zeros((T, K, BINS), np.int64)
+        T = local.shape[0]
         step = (n + T - 1) // T
         for t in prange(T):
             for i in range(t * step, min(n, (t + 1) * step)):
                 b = load(base, i)
                 for k in range(K):
                     local[t, k, _bits_from_f32(abs(load(xs[k], i) - b)) >> np.uint64(16)] += 1
-        hist += local.sum(axis=0)
 
     @njit(parallel=True, nogil=True, cache=True)
-    def hist_low(xs, base, bins, hist, T):  # pragma: no cover - compiled
-        """hist (K, 65536) += counts of the low 16 bits of |x_k - base| inside bin ``bins[k]``."""
+    def hist_low(xs, base, bins, local):  # pragma: no cover - compiled
+        """local (T, K, 65536) += per-thread counts of the low 16 bits of |x_k - base| inside bin ``bins[k]``."""
         n = xs[0].shape[0]
         K = len(xs)
-        local = np.zeros((T, K, BINS), np.int64)
+        T = local.shape[0]
         step = (n + T - 1) // T
         for t in prange(T):
             for i in range(t * step, min(n, (t + 1) * step)):
@@ -191,7 +196,50 @@ if _HAVE_NUMBA:
                     u = _bits_from_f32(abs(load(xs[k], i) - b))
                     if (u >> np.uint64(16)) == bins[k]:
                         local[t, k, u & np.uint64(BINS - 1)] += 1
-        hist += local.sum(axis=0)
+
+    @njit(parallel=True, nogil=True, cache=True)
+    def hist_sample(xs, base, start, every, local):  # pragma: no cover - compiled
+        """hist_high over a sample: runs of SAMPLE_RUN entries, one run in ``every``, by their
+        position start + i in the tensor (so cutting a tensor into blocks samples the same)."""
+        n = xs[0].shape[0]
+        K = len(xs)
+        T = local.shape[0]
+        period = SAMPLE_RUN * every
+        first = start // period  # the period holding the block's first entry
+        nper = (start + n + period - 1) // period - first
+        step = (nper + T - 1) // T
+        for t in prange(T):
+            for pi in range(t * step, min(nper, (t + 1) * step)):
+                g0 = (first + pi) * period - start  # block index of a sampled run's first entry
+                for i in range(max(g0, 0), min(g0 + SAMPLE_RUN, n)):
+                    b = load(base, i)
+                    for k in range(K):
+                        local[t, k, _bits_from_f32(abs(load(xs[k], i) - b)) >> np.uint64(16)] += 1
+
+    @njit(parallel=True, nogil=True, cache=True)
+    def hist_range(xs, base, lo_keys, hi_keys, below, local):  # pragma: no cover - compiled
+        """Exact pass over a bracket of keys [lo_k, hi_k): below (T, K) += entries under it, and
+        local (T, K, span) += counts of every key inside it (at key - lo_k).
+
+        Counting rather than collecting the keys for a partition: differences of 16-bit weights
+        take few distinct values, so a bracket can hold a tenth of a model's entries (partitioning
+        those took seconds) but few distinct keys (hot counters)."""
+        n = xs[0].shape[0]
+        K = len(xs)
+        T = local.shape[0]
+        step = (n + T - 1) // T
+        for t in prange(T):
+            under = np.zeros(K, np.int64)  # this thread's counts (a shared (T, K) array false-shares)
+            for i in range(t * step, min(n, (t + 1) * step)):
+                b = load(base, i)
+                for k in range(K):
+                    u = _bits_from_f32(abs(load(xs[k], i) - b))
+                    under[k] += u < lo_keys[k]  # no branch: below/above is a coin flip near the rank
+                    d = u - lo_keys[k]  # unsigned: wraps to huge below the bracket
+                    if d < hi_keys[k] - lo_keys[k]:
+                        local[t, k, d] += 1
+            for k in range(K):
+                below[t, k] += under[k]
 
 
 _EMPTY = {np.dtype(np.uint16): np.zeros(0, np.uint16), np.dtype(np.float32): np.zeros(0, np.float32)}
@@ -218,40 +266,98 @@ def weighted_merge(xs: tuple, base, out: np.ndarray, coef, *, divisor: float = 1
 
 
 class MagnitudeSelect:
-    """Exact value at ascending rank r_k of |tau_k| for each model, from two histogram passes.
+    """Exact value at ascending rank r_k of |tau_k| for each model, streamed over blocks.
 
-    The numba counterpart of ``_ops.RadixSelect(nonneg=True)``: the bits of a non-negative float32
-    order it, so pass 1 counts the top 16 bits, pass 2 the low 16 bits inside the bin holding the
-    rank. Feed it blocks with ``add(pass_index, xs, base)``; works across tensors (global top-k).
+    The bits of a non-negative float32 order it, so ranks can be found by counting keys. Pass 0
+    histograms the top 16 bits of a sample (one run of 64 entries in 8; everything for small
+    inputs); ``set_ranks`` turns it into a bracket of keys per model that holds the rank with a
+    margin of 6 standard deviations (entries of a run may be alike: the margin uses 8 x the
+    sample's binomial variance); pass 1 counts, exactly, the entries below the bracket and every
+    key inside it, which pins the rank down. Should a rank fall outside its bracket, ``passes``
+    becomes 4 and passes 2-3 are the plain exact two-pass radix select (top 16 bits, then the low
+    16 bits inside the rank's bin): the answer is exact either way. The sample pass reads an
+    eighth of the cache lines a full top-16-bit pass reads.
+
+    The numba counterpart of ``_ops.RadixSelect(nonneg=True)``. Feed blocks with
+    ``add(pass_index, xs, base, start)`` (start: flat index of the block in its tensor); works
+    across tensors (global top-k). Histograms are per thread and kept here between blocks
+    (allocating and reducing them per block cost ~0.5 ms a call).
     """
 
-    def __init__(self, k: int) -> None:
-        self.k = k
-        self.high = np.zeros((k, BINS), np.int64)
-        self.low = np.zeros((k, BINS), np.int64)
-        self.count = 0
-        self.bins = None
-        self.residual = None
+    def __init__(self, k: int, n: int) -> None:
+        self.k, self.n = k, n  # models, entries per model in all
+        self.every = SAMPLE_EVERY if n > SAMPLE_MIN else 1
+        self.threads = numba.get_num_threads()
+        self.local = np.zeros((self.threads, k, BINS), np.int64)
+        self.passes = 2
+        self.ranks: list = []
+        self.found: Optional[np.ndarray] = None
 
-    def add(self, pass_index: int, xs: tuple, base: np.ndarray) -> None:
-        threads = numba.get_num_threads()
+    def add(self, pass_index: int, xs: tuple, base: np.ndarray, start: int = 0) -> None:
         if pass_index == 0:
-            hist_high(xs, base, self.high, threads)
-            self.count += xs[0].shape[0]
+            hist_sample(xs, base, start, self.every, self.local)
+        elif pass_index == 1:
+            hist_range(xs, base, self.lo_keys, self.hi_keys, self.below, self.range_local)
+        elif pass_index == 2:
+            hist_high(xs, base, self.local)
         else:
-            hist_low(xs, base, self.bins, self.low, threads)
+            hist_low(xs, base, self.bins, self.local)
 
     def set_ranks(self, ranks: list) -> None:
-        cum = self.high.cumsum(1)  # (K, BINS)
-        self.bins = np.array([int(np.searchsorted(cum[k], r, side="right")) for k, r in enumerate(ranks)], np.uint64)
-        before = [int(cum[k, int(b) - 1]) if b > 0 else 0 for k, b in enumerate(self.bins)]
-        self.residual = [r - bf for r, bf in zip(ranks, before)]
+        """After pass 0: the bracket of keys holding every rank."""
+        self.ranks = [int(r) for r in ranks]
+        sample = self.local.sum(0)  # (K, BINS)
+        m = int(sample[0].sum())
+        cum = sample.cumsum(1)
+        lo, hi = [], []
+        for k, r in enumerate(self.ranks):
+            if self.every == 1:  # the sample is everything: the bin holding the rank, exactly
+                b0 = b1 = min(int(np.searchsorted(cum[k], r, side="right")), BINS - 1)
+            else:
+                q = (r + 0.5) / max(self.n, 1)
+                margin = SAMPLE_SD * float(np.sqrt(SAMPLE_INFLATE * m * q * (1 - q))) + SAMPLE_RUN
+                b0 = min(int(np.searchsorted(cum[k], max(q * m - margin, 0.0), side="right")), BINS - 1)
+                b1 = min(max(int(np.searchsorted(cum[k], min(q * m + margin, m - 1), side="right")), b0), BINS - 1)
+                if b1 - b0 + 1 > MAX_BRACKET_BINS:  # too wide to count: centred on the estimate (a miss falls back)
+                    mid = min(int(np.searchsorted(cum[k], q * m, side="right")), BINS - 1)
+                    b0 = max(0, min(mid - MAX_BRACKET_BINS // 2, BINS - MAX_BRACKET_BINS))
+                    b1 = b0 + MAX_BRACKET_BINS - 1
+            lo.append(b0 << 16)
+            hi.append((b1 + 1) << 16)
+        self.lo_keys = np.array(lo, np.uint64)
+        self.hi_keys = np.array(hi, np.uint64)
+        self.below = np.zeros((self.threads, self.k), np.int64)
+        self.range_local = np.zeros((self.threads, self.k, max(h - l for l, h in zip(lo, hi))), np.int64)
+
+    def finish_pass(self, pass_index: int) -> None:
+        """After pass 1: the exact values, or the fallback; after passes 2 and 3: the fallback's."""
+        if pass_index == 1:
+            below = self.below.sum(0)
+            counts = self.range_local.sum(0)  # (K, span)
+            self.range_local = None
+            found = np.zeros(self.k, np.uint32)
+            for k, r in enumerate(self.ranks):
+                inside = r - int(below[k])
+                cum = counts[k].cumsum()
+                if inside < 0 or inside >= int(cum[-1]):
+                    self.passes, self.found = 4, None  # outside the bracket: exact radix select instead
+                    self.local[:] = 0
+                    return
+                found[k] = int(self.lo_keys[k]) + int(np.searchsorted(cum, inside, side="right"))
+            self.found = found
+        elif pass_index == 2:
+            cum = self.local.sum(0).cumsum(1)
+            self.local[:] = 0
+            self.bins = np.array([int(np.searchsorted(cum[k], r, side="right")) for k, r in enumerate(self.ranks)], np.uint64)
+            self.residual = [r - (int(cum[k, int(b) - 1]) if b > 0 else 0) for k, (r, b) in enumerate(zip(self.ranks, self.bins))]
+        elif pass_index == 3:
+            cum = self.local.sum(0).cumsum(1)
+            low = [int(np.searchsorted(cum[k], self.residual[k], side="right")) for k in range(self.k)]
+            self.found = np.array([(int(b) << 16) | lo for b, lo in zip(self.bins, low)], np.uint32)
 
     def values(self) -> np.ndarray:
-        """(K,) float32 thresholds."""
-        if self.count == 0:
+        """(K,) float32 thresholds (after the last pass)."""
+        if self.n == 0:
             return np.zeros(self.k, np.float32)
-        cum = self.low.cumsum(1)
-        low = [int(np.searchsorted(cum[k], self.residual[k], side="right")) for k in range(self.k)]
-        keys = np.array([(int(b) << 16) | lo for b, lo in zip(self.bins, low)], np.uint32)
-        return keys.view(np.float32)
+        assert self.found is not None, "values() before the selection's passes are done"
+        return self.found.view(np.float32).copy()

@@ -100,11 +100,23 @@ class MergeMethod:
         """True when ``fast_merge`` implements this configuration with a fused kernel."""
         return False
 
+    def fast_pass_count(self) -> int:
+        """Whole-model statistics passes of the fused path; read again after each pass (a
+        selection may need more when a sampled guess missed)."""
+        return self.passes
+
     def fast_observe(self, pass_index: int, xs: tuple, base: Any, ctx: TensorContext) -> None:  # pragma: no cover
-        """Whole-model statistics pass of the fused path (as ``observe``)."""
+        """Whole-model statistics pass of the fused path (as ``observe``; then ``finish_pass``)."""
+
+    def fast_tensor_pass_count(self, state: Dict[str, Any]) -> int:
+        """Per-tensor statistics passes of the fused path (read again after each pass)."""
+        return self.fast_tensor_passes
 
     def fast_observe_tensor(self, pass_index: int, xs: tuple, base: Any, ctx: TensorContext, state: Dict[str, Any]) -> None:  # pragma: no cover
         """Per-tensor statistics pass of the fused path (as ``observe_tensor``)."""
+
+    def fast_finish_tensor_pass(self, pass_index: int, state: Dict[str, Any]) -> None:
+        """After each per-tensor pass of the fused path."""
 
     def fast_merge(self, xs: tuple, base: Any, out: Any, w: Any, ctx: TensorContext, state: Dict[str, Any]) -> None:  # pragma: no cover
         """Write the merged block into ``out`` (w: (K,) float32 numpy)."""

@@ -39,6 +39,14 @@ def _check(density: float, topk: str, sign_from: str, normalize: str) -> None:
         raise ValueError(f"normalize must be 'count', 'weights' or 'none', got {normalize!r}")
 
 
+def _finish_selection(sel: "kernels.MagnitudeSelect", pass_index: int, dens: list) -> None:
+    """The fused selection after a pass: the kept-rank of every model once the sample is in."""
+    if pass_index == 0:
+        sel.set_ranks([keep_rank(sel.n, d) for d in dens])
+    else:
+        sel.finish_pass(pass_index)
+
+
 @methods.register("ties")
 class Ties(MergeMethod):
     """TIES-Merging (Yadav et al., 2023): global top-k trim, sign election, disjoint mean (reference code)."""
@@ -72,10 +80,9 @@ class Ties(MergeMethod):
 
     def finish_pass(self, pass_index: int) -> None:
         if self._fsel is not None:
-            if pass_index == 0:
-                self._fsel.set_ranks([keep_rank(self._fsel.count, d) for d in self._dens])
-            else:
-                self._thr = torch.from_numpy(self._fsel.values().copy())
+            _finish_selection(self._fsel, pass_index, self._dens)
+            if pass_index == self._fsel.passes - 1:
+                self._thr = torch.from_numpy(self._fsel.values())
             return
         if self._sel is None:
             return
@@ -107,17 +114,27 @@ class Ties(MergeMethod):
     def fast(self) -> bool:
         return True
 
+    def fast_pass_count(self) -> int:
+        return self._fsel.passes if self._fsel is not None else self.passes
+
     def fast_observe(self, pass_index, xs, base, ctx) -> None:
         if self._fsel is None:
-            self._fsel = kernels.MagnitudeSelect(len(xs))
+            self._fsel = kernels.MagnitudeSelect(len(xs), ctx.extra["group_numel"])
             self._dens = ctx.per_model["density"].tolist()
-        self._fsel.add(pass_index, xs, base)
+        self._fsel.add(pass_index, xs, base, ctx.start)
+
+    def fast_tensor_pass_count(self, state) -> int:
+        return state["fsel"].passes if "fsel" in state else self.fast_tensor_passes
 
     def fast_observe_tensor(self, pass_index, xs, base, ctx, state) -> None:
-        sel = state.setdefault("fsel", kernels.MagnitudeSelect(len(xs)))
-        if pass_index == 1 and sel.bins is None:
-            sel.set_ranks([keep_rank(sel.count, d) for d in ctx.per_model["density"].tolist()])
-        sel.add(pass_index, xs, base)
+        if "fsel" not in state:
+            numel = int(torch.Size(ctx.extra["shape"]).numel())
+            state["fsel"] = kernels.MagnitudeSelect(len(xs), numel)
+            state["dens"] = ctx.per_model["density"].tolist()
+        state["fsel"].add(pass_index, xs, base, ctx.start)
+
+    def fast_finish_tensor_pass(self, pass_index, state) -> None:
+        _finish_selection(state["fsel"], pass_index, state["dens"])
 
     def fast_merge(self, xs, base, out, w, ctx, state) -> None:
         if self.topk == "global":
