@@ -12,7 +12,9 @@ are compared tensor by tensor where the semantics are the same, and deleted. Row
   engine with the methods as torch ops;
 - mergekit 0.1.5 with the same configuration;
 - the I/O floor: every input file read once and an output of the merged size written with plain
-  file copies (``shutil.copyfile``) and an fsync, as the merge does, right after the method.
+  file copies (``shutil.copyfile``) and an fsync, as the merge does, right after the method;
+- the direct-I/O floor: the same reads, the output written with O_DIRECT (as transfuse writes
+  it), the stricter bound since buffered writes were slow and variable on these machines.
 
 Every measured run (and the floor) starts with the inputs read into the page cache: mergekit's
 10-15 GB peaks evict them otherwise, and the next run would pay the disk.
@@ -81,6 +83,35 @@ def io_floor(inputs: list, out_size_like: Path, work: Path) -> dict:
         shutil.copyfile(f, dst / f.name)
         with open(dst / f.name, "rb+") as fh:
             os.fsync(fh.fileno())
+    wall = time.perf_counter() - t0
+    shutil.rmtree(dst)
+    return {"seconds": wall}
+
+
+def io_floor_direct(inputs: list, out_size_like: Path, work: Path) -> dict:
+    """The stricter floor: the same reads, the output written with O_DIRECT (as transfuse writes)."""
+    import mmap
+
+    warm_page_cache()
+    t0 = time.perf_counter()
+    for folder in inputs:
+        for f in sorted(folder.glob("*.safetensors")):
+            with open(f, "rb", buffering=0) as fh:
+                while fh.read(1 << 24):
+                    pass
+    dst = work / "floor_direct"
+    dst.mkdir(parents=True, exist_ok=True)
+    buf = mmap.mmap(-1, 8 << 20)
+    for f in sorted(out_size_like.glob("*.safetensors")):
+        size = f.stat().st_size
+        fd = os.open(dst / f.name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_DIRECT, 0o644)
+        pos = 0
+        while pos < size:
+            os.pwrite(fd, buf, pos)
+            pos += len(buf)
+        os.ftruncate(fd, size)
+        os.fsync(fd)
+        os.close(fd)
     wall = time.perf_counter() - t0
     shutil.rmtree(dst)
     return {"seconds": wall}
@@ -197,6 +228,7 @@ def main() -> None:
             if m in ("linear", "ties") and "failed" not in r["mergekit"] and "failed" not in r["transfuse"]:
                 r["max_abs_diff_vs_mergekit"] = compare(work / f"ours_{m}", work / f"mk_{m}", compare_names)
         r["floor"] = io_floor([base, ft1, ft2], work / f"ours_{m}", work)
+        r["floor_direct"] = io_floor_direct([base, ft1, ft2], work / f"ours_{m}", work)
         results["runs"][m] = r
         shutil.rmtree(work / f"ours_{m}", ignore_errors=True)
         shutil.rmtree(work / f"mk_{m}", ignore_errors=True)
@@ -204,7 +236,7 @@ def main() -> None:
     print()
     print(f"inputs: 3 checkpoints, {in_gb:.2f} GB in all; one model {model_gb:.2f} GB (bf16); "
           f"hashing the inputs once (model card digests, then remembered): {results['hash_inputs_once_seconds']:.1f} s")
-    head = (f"{'method':12} {'ours s':>7} {'cold s':>7} {'torch s':>8} {'mk s':>7} {'floor s':>8} {'ours/floor':>10} {'mk/ours':>8} "
+    head = (f"{'method':12} {'ours s':>7} {'cold s':>7} {'torch s':>8} {'mk s':>7} {'floor s':>8} {'direct s':>8} {'ours/floor':>10} {'/direct':>8} {'mk/ours':>8} "
             f"{'torch/ours':>10} {'ours RSS GB':>11} {'torch RSS':>9} {'mk RSS GB':>10} {'RSS/model':>9} {'|d| mk':>8} {'|d| torch':>9}")
     print(head)
     nan = float("nan")
@@ -214,7 +246,8 @@ def main() -> None:
         if "failed" in k:
             print(f"{m:12} mergekit {k['failed']} after {k['seconds']:.0f}s at peak RSS {k['peak_rss_gb']:.2f} GB")
         print(f"{m:12} {o['seconds']:7.1f} {r['transfuse_cold']['seconds']:7.1f} {tp.get('seconds', nan):8.1f} {k.get('seconds', nan):7.1f} "
-              f"{f['seconds']:8.1f} {o['seconds'] / f['seconds']:10.2f} {k.get('seconds', nan) / o['seconds']:8.2f} "
+              f"{f['seconds']:8.1f} {r['floor_direct']['seconds']:8.1f} {o['seconds'] / f['seconds']:10.2f} "
+              f"{o['seconds'] / r['floor_direct']['seconds']:8.2f} {k.get('seconds', nan) / o['seconds']:8.2f} "
               f"{tp.get('seconds', nan) / o['seconds']:10.2f} {o['peak_rss_gb']:11.2f} {tp.get('peak_rss_gb', nan):9.2f} "
               f"{k.get('peak_rss_gb', nan):10.2f} {o['peak_rss_gb'] / model_gb:9.2f} "
               f"{r.get('max_abs_diff_vs_mergekit', nan):8.1e} {r.get('max_abs_diff_vs_torch_path', nan):9.1e}")
