@@ -7,6 +7,7 @@ are compared tensor by tensor where the semantics are the same, and deleted. Row
 
 - transfuse: the CLI as a user runs it (fused kernels, inputs' sha256 for the model card taken
   from the digest cache, primed once before timing: that one-off hashing is reported apart);
+  the median of ``--repeats`` runs, as are the floors (mergekit and the torch path run once);
 - transfuse, cold: the same with an empty numba cache (the first merge of a method compiles);
 - plain PyTorch: transfuse's own torch path (``TRANSFUSE_MERGE_KERNELS=0``): the same streaming
   engine with the methods as torch ops;
@@ -39,14 +40,19 @@ import yaml
 WARM: list = []  # the input folders, read into the page cache before every measured run
 
 
-def warm_page_cache() -> None:
-    """Read every input once: a previous run (mergekit peaks at 10-15 GB) may have evicted them,
-    and every tool should start from the same warm cache, as the I/O floor does."""
-    for folder in WARM:
+def read_all(folders: list) -> None:
+    """Read every safetensors file of the folders once, 16 MiB at a time."""
+    for folder in folders:
         for f in sorted(Path(folder).glob("*.safetensors")):
             with open(f, "rb", buffering=0) as fh:
                 while fh.read(1 << 24):
                     pass
+
+
+def warm_page_cache() -> None:
+    """Read every input once: a previous run (mergekit peaks at 10-15 GB) may have evicted them,
+    and every tool should start from the same warm cache, as the I/O floor does."""
+    read_all(WARM)
 
 
 def run_measured(cmd: list, env: dict | None = None) -> dict:
@@ -65,6 +71,11 @@ def run_measured(cmd: list, env: dict | None = None) -> dict:
     return res
 
 
+def median_run(runs: list) -> dict:
+    """The run with the median wall time (its RSS and CPU go with it)."""
+    return sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2]
+
+
 def folder_bytes(p: Path) -> int:
     return sum(f.stat().st_size for f in p.glob("*.safetensors"))
 
@@ -72,11 +83,7 @@ def folder_bytes(p: Path) -> int:
 def io_floor(inputs: list, out_size_like: Path, work: Path) -> dict:
     warm_page_cache()
     t0 = time.perf_counter()
-    for folder in inputs:
-        for f in sorted(folder.glob("*.safetensors")):
-            with open(f, "rb", buffering=0) as fh:
-                while fh.read(1 << 24):
-                    pass
+    read_all(inputs)
     dst = work / "floor"
     dst.mkdir(parents=True, exist_ok=True)
     for f in sorted(out_size_like.glob("*.safetensors")):
@@ -94,11 +101,7 @@ def io_floor_direct(inputs: list, out_size_like: Path, work: Path) -> dict:
 
     warm_page_cache()
     t0 = time.perf_counter()
-    for folder in inputs:
-        for f in sorted(folder.glob("*.safetensors")):
-            with open(f, "rb", buffering=0) as fh:
-                while fh.read(1 << 24):
-                    pass
+    read_all(inputs)
     dst = work / "floor_direct"
     dst.mkdir(parents=True, exist_ok=True)
     buf = mmap.mmap(-1, 8 << 20)
@@ -155,6 +158,7 @@ def main() -> None:
     ap.add_argument("--work", default=".bench/merge_runs")
     ap.add_argument("--methods", default="linear,ties,dare,ties_global,pcb")
     ap.add_argument("--torch-path", default="linear,ties,dare", help="methods also timed on the plain PyTorch path")
+    ap.add_argument("--repeats", type=int, default=3, help="transfuse (warm) runs and floors per method; the median is reported")
     ap.add_argument("--json", default=".bench/merge_speed.json")
     args = ap.parse_args()
     ck, work = Path(args.ckpt).resolve(), Path(args.work).resolve()
@@ -208,7 +212,12 @@ def main() -> None:
             r["transfuse_cold"] = run_measured(cli, {**env, "NUMBA_CACHE_DIR": str(cold_cache)})
             shutil.rmtree(work / f"ours_{m}", ignore_errors=True)
             shutil.rmtree(cold_cache, ignore_errors=True)
-        r["transfuse"] = run_measured(cli, env)
+        tries = []
+        for _ in range(args.repeats):  # the machines are shared and their page cache is reclaimed: median of a few
+            shutil.rmtree(work / f"ours_{m}", ignore_errors=True)
+            tries.append(run_measured(cli, env))
+        r["transfuse"] = median_run(tries)
+        r["transfuse_tries_s"] = [t["seconds"] for t in tries]
         r.setdefault("transfuse_cold", r["transfuse"])
         print(m, "transfuse", r["transfuse"], "cold", r["transfuse_cold"], flush=True)
         if m in args.torch_path.split(","):
@@ -227,8 +236,11 @@ def main() -> None:
             print(m, "mergekit", r["mergekit"], flush=True)
             if m in ("linear", "ties") and "failed" not in r["mergekit"] and "failed" not in r["transfuse"]:
                 r["max_abs_diff_vs_mergekit"] = compare(work / f"ours_{m}", work / f"mk_{m}", compare_names)
-        r["floor"] = io_floor([base, ft1, ft2], work / f"ours_{m}", work)
-        r["floor_direct"] = io_floor_direct([base, ft1, ft2], work / f"ours_{m}", work)
+        floors = [io_floor([base, ft1, ft2], work / f"ours_{m}", work) for _ in range(args.repeats)]
+        directs = [io_floor_direct([base, ft1, ft2], work / f"ours_{m}", work) for _ in range(args.repeats)]
+        r["floor"], r["floor_direct"] = median_run(floors), median_run(directs)
+        r["floor_tries_s"] = [f["seconds"] for f in floors]
+        r["floor_direct_tries_s"] = [f["seconds"] for f in directs]
         results["runs"][m] = r
         shutil.rmtree(work / f"ours_{m}", ignore_errors=True)
         shutil.rmtree(work / f"mk_{m}", ignore_errors=True)
