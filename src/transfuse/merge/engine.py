@@ -1,11 +1,19 @@
 """The streaming merge executor.
 
-per tensor (or block of rows): positional reads of base + experts (a thread pool keeps
-``prefetch`` units in flight) -> task vectors in the compute dtype -> method -> written at its
-precomputed offset in the output shard by a writer thread. Methods with whole-model statistics
-get their passes first, streamed the same way. Peak memory is a few row blocks of at most
-``CHUNK_ELEMS`` elements per model, not the model size. The output folder is built under a
-hidden temporary name beside the target and renamed into place only when complete.
+Two paths, chosen per tensor:
+
+- fused (``kernels.py``): when numba is present, the method has a kernel for its configuration
+  and every input is a safetensors file of bfloat16/float32, each block of 2M entries goes from
+  the inputs' memory maps through one numba kernel straight into an output block (TIES first
+  runs its selection passes: a sampled bracket, then one exact counting pass);
+- torch: positional block reads converted to the compute dtype (a thread pool keeps
+  ``prefetch`` blocks in flight) -> task vectors -> the method as torch ops.
+
+Either way the merged block goes to a writer thread that appends it to its output shard
+(O_DIRECT where the file system allows it) and gives the block's memory back. Methods with
+whole-model statistics get their passes first, streamed the same way. Peak memory is a few
+blocks per model, not the model size; read pages are unmapped after use. The output folder is
+built under a hidden temporary name beside the target and renamed into place only when complete.
 """
 from __future__ import annotations
 
