@@ -49,7 +49,7 @@ def _run(fam, method, params, out, weights=(1.0, 0.7, 1.3), **extra):
 
 def _spy(monkeypatch):
     calls = []
-    for name in ("weighted", "ties", "hist_high"):
+    for name in ("weighted", "ties", "hist_sample"):
         real = getattr(kernels, name)
         monkeypatch.setattr(kernels, name, lambda *a, _real=real, _n=name: (calls.append(_n), _real(*a))[1])
     return calls

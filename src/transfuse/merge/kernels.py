@@ -170,19 +170,6 @@ if _HAVE_NUMBA:
             store(out, i, b + scale * r)
 
     @njit(parallel=True, nogil=True, cache=True)
-    def hist_high(xs, base, local):  # pragma: no cover - compiled
-        """local (T, K, 65536) += per-thread counts of the top 16 bits of |x_k - base| (order key of |tau|)."""
-        n = xs[0].shape[0]
-        K = len(xs)
-        T = local.shape[0]
-        step = (n + T - 1) // T
-        for t in prange(T):
-            for i in range(t * step, min(n, (t + 1) * step)):
-                b = load(base, i)
-                for k in range(K):
-                    local[t, k, _bits_from_f32(abs(load(xs[k], i) - b)) >> np.uint64(16)] += 1
-
-    @njit(parallel=True, nogil=True, cache=True)
     def hist_low(xs, base, bins, local):  # pragma: no cover - compiled
         """local (T, K, 65536) += per-thread counts of the low 16 bits of |x_k - base| inside bin ``bins[k]``."""
         n = xs[0].shape[0]
@@ -199,8 +186,9 @@ if _HAVE_NUMBA:
 
     @njit(parallel=True, nogil=True, cache=True)
     def hist_sample(xs, base, start, every, local):  # pragma: no cover - compiled
-        """hist_high over a sample: runs of SAMPLE_RUN entries, one run in ``every``, by their
-        position start + i in the tensor (so cutting a tensor into blocks samples the same)."""
+        """local (T, K, 65536) += per-thread counts of the top 16 bits of |x_k - base| (the order
+        key of |tau|) over a sample: runs of SAMPLE_RUN entries, one run in ``every`` (1: all), by
+        their position start + i in the tensor (so cutting a tensor into blocks samples the same)."""
         n = xs[0].shape[0]
         K = len(xs)
         T = local.shape[0]
@@ -299,7 +287,7 @@ class MagnitudeSelect:
         elif pass_index == 1:
             hist_range(xs, base, self.lo_keys, self.hi_keys, self.below, self.range_local)
         elif pass_index == 2:
-            hist_high(xs, base, self.local)
+            hist_sample(xs, base, start, 1, self.local)  # every entry
         else:
             hist_low(xs, base, self.bins, self.local)
 
