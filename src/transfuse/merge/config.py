@@ -50,7 +50,7 @@ class MergeConfig(Strict):
     seed: int = 0
     vocab_policy: Literal["error", "pad", "truncate"] = "error"
     config_from: Optional[str] = None  # model whose config/tokenizer are copied (default: base, else first model)
-    threads: int = Field(default=2, ge=0, le=64)
+    threads: int = Field(default=2, ge=1, le=64)
     prefetch: int = Field(default=4, ge=1, le=64)
     hash_inputs: Literal["sha256", "none"] = "sha256"
     overwrite: bool = False

@@ -148,10 +148,6 @@ class _Pool:
 
 def _pipelined(units: List[Any], fn: Callable[[Any], Any], threads: int, prefetch: int) -> Iterator[Tuple[Any, Any]]:
     """Yield (unit, fn(unit)) in order while up to ``prefetch`` later units are being read."""
-    if threads == 0:  # read in the calling thread
-        for u in units:
-            yield u, fn(u)
-        return
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="transfuse-read") as pool:
         pending: collections.deque = collections.deque()
         it = iter(units)
@@ -454,7 +450,7 @@ def _fast_ok(plan: Plan, inst: MergeMethod, t: TensorPlan) -> bool:
     rows = t.shape[0] if t.shape else 0
     if any(a is not None for a in t.alias) or any(r != rows for r in t.rows_in):
         return False
-    srcs = list(plan.experts) + ([plan.base] if inst.operates_on == "deltas" else [])
+    srcs = _fast_sources(plan, inst)
     if not all(isinstance(s, SafetensorsSource) and t.name in s.table and s.table[t.name].dtype in KERNEL_DTYPES for s in srcs):
         return False
     return len({s.table[t.name].dtype for s in plan.experts}) == 1

@@ -6,10 +6,11 @@ or, only when the user allows it, a pickle checkpoint (read whole: pickle cannot
 
 Safetensors are read at the offsets of the file's header, so a tensor, or a block of its rows,
 is read without loading anything else, from several threads at once. The merge's hot path
-(``read_into``) converts straight out of a read-only memory map of the file into the engine's
-float32 block and then drops that range from the mapping (``MADV_DONTNEED``): no copy through a
-byte buffer (pread measured 1.5x slower here) and nothing stays resident after use. ``read``
-(tensors copied as they are, LoRA factors) uses positional reads into fresh memory.
+(``read_into`` for the torch path, ``array`` for the fused kernels) reads straight out of a
+private (copy-on-write) memory map of the file, then drops that range from the mapping
+(``MADV_DONTNEED``): no copy through a byte buffer (pread measured 1.5x slower here) and nothing
+stays resident after use. ``read`` (tensors copied as they are, LoRA factors) uses positional
+reads into fresh memory.
 """
 from __future__ import annotations
 
