@@ -167,3 +167,40 @@ def test_per_tensor_override_by_pattern(family):
     out = read_model(transfuse.merge(cfg))
     torch.testing.assert_close(out["model.layers.0.mlp.weight"], family["base"]["model.layers.0.mlp.weight"])
     assert not torch.allclose(out["model.norm.weight"], family["base"]["model.norm.weight"])
+
+
+@pytest.mark.parametrize("fail_from", [0, 2], ids=["first-write", "midway"])
+def test_output_is_right_when_direct_writes_fail(tmp_path, monkeypatch, fail_from):
+    """A file system that opens O_DIRECT but refuses the writes: the sink goes on buffered."""
+    from transfuse.merge import io
+
+    g = torch.Generator().manual_seed(0)
+    models = {n: {"w": torch.randn(64, 64, generator=g), "b": torch.randn(37, generator=g)} for n in ("base", "e0", "e1")}
+    paths = {n: write_model(tmp_path / n, t) for n, t in models.items()}
+
+    def merge(out):
+        return read_model(transfuse.merge({"method": "task_arithmetic", "base_model": str(paths["base"]), "output": str(tmp_path / out),
+                                           "models": [{"model": str(paths["e0"])}, {"model": str(paths["e1"])}]}))
+
+    ref = merge("ref")
+    monkeypatch.setattr(io, "_STAGE", io._ALIGN)  # a direct flush every 4 KiB: several per file
+    direct_fds, real_pwrite, calls = set(), io.os.pwrite, []
+    real_init = io._DirectSink.__init__
+
+    def init(self, path, fd):
+        real_init(self, path, fd)
+        direct_fds.add(self.dfd)
+
+    def pwrite(fd, data, pos):
+        if fd in direct_fds:
+            calls.append(pos)
+            if len(calls) > fail_from:
+                raise OSError(22, "Invalid argument")
+        return real_pwrite(fd, data, pos)
+
+    monkeypatch.setattr(io._DirectSink, "__init__", init)
+    monkeypatch.setattr(io.os, "pwrite", pwrite)
+    out = merge("out")
+    assert len(calls) == fail_from + 1  # the failing write, then buffered for the rest of the file
+    for k in ref:
+        assert torch.equal(out[k], ref[k])

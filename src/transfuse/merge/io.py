@@ -493,7 +493,14 @@ class _DirectSink:
             self.fill += n
             data = data[n:]
             if self.fill == _STAGE:
-                _pwrite_all(self.dfd, memoryview(self.stage), self.flushed)
+                try:
+                    _pwrite_all(self.dfd, memoryview(self.stage), self.flushed)
+                except OSError:  # a file system that opened O_DIRECT but refuses the write
+                    rest = self.flushed + self.fill
+                    self._leave_direct()
+                    if len(data):
+                        _pwrite_all(self.fd, data, rest)
+                    return
                 self.flushed += _STAGE
                 self.fill = 0
 
@@ -507,7 +514,10 @@ class _DirectSink:
         if self.direct and self.fill:
             padded = -(-self.fill // _ALIGN) * _ALIGN
             self.stage[self.fill : padded] = bytes(padded - self.fill)
-            _pwrite_all(self.dfd, memoryview(self.stage)[:padded], self.flushed)
+            try:
+                _pwrite_all(self.dfd, memoryview(self.stage)[:padded], self.flushed)
+            except OSError:
+                self._leave_direct()
         os.close(self.dfd)
         self.stage.close()
         os.ftruncate(self.fd, size)  # drop the padding (and set the size if nothing was written)
