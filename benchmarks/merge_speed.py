@@ -80,41 +80,35 @@ def folder_bytes(p: Path) -> int:
     return sum(f.stat().st_size for f in p.glob("*.safetensors"))
 
 
-def io_floor(inputs: list, out_size_like: Path, work: Path) -> dict:
+def _copy_file(src: Path, dst: Path) -> None:
+    """A plain file copy (``shutil.copyfile``), then fsync."""
+    shutil.copyfile(src, dst)
+    with open(dst, "rb+") as fh:
+        os.fsync(fh.fileno())
+
+
+def _direct_file(src: Path, dst: Path) -> None:
+    """A file of src's size written with O_DIRECT in 8 MiB aligned writes (as transfuse writes), then fsync."""
+    import mmap
+
+    size, buf = src.stat().st_size, mmap.mmap(-1, 8 << 20)
+    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_DIRECT, 0o644)
+    for pos in range(0, size, len(buf)):
+        os.pwrite(fd, buf, pos)
+    os.ftruncate(fd, size)
+    os.fsync(fd)
+    os.close(fd)
+
+
+def io_floor(inputs: list, out_size_like: Path, work: Path, write=_copy_file) -> dict:
+    """Read every input once, then write an output the size of ``out_size_like`` with ``write``."""
     warm_page_cache()
     t0 = time.perf_counter()
     read_all(inputs)
     dst = work / "floor"
     dst.mkdir(parents=True, exist_ok=True)
     for f in sorted(out_size_like.glob("*.safetensors")):
-        shutil.copyfile(f, dst / f.name)
-        with open(dst / f.name, "rb+") as fh:
-            os.fsync(fh.fileno())
-    wall = time.perf_counter() - t0
-    shutil.rmtree(dst)
-    return {"seconds": wall}
-
-
-def io_floor_direct(inputs: list, out_size_like: Path, work: Path) -> dict:
-    """The stricter floor: the same reads, the output written with O_DIRECT (as transfuse writes)."""
-    import mmap
-
-    warm_page_cache()
-    t0 = time.perf_counter()
-    read_all(inputs)
-    dst = work / "floor_direct"
-    dst.mkdir(parents=True, exist_ok=True)
-    buf = mmap.mmap(-1, 8 << 20)
-    for f in sorted(out_size_like.glob("*.safetensors")):
-        size = f.stat().st_size
-        fd = os.open(dst / f.name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_DIRECT, 0o644)
-        pos = 0
-        while pos < size:
-            os.pwrite(fd, buf, pos)
-            pos += len(buf)
-        os.ftruncate(fd, size)
-        os.fsync(fd)
-        os.close(fd)
+        write(f, dst / f.name)
     wall = time.perf_counter() - t0
     shutil.rmtree(dst)
     return {"seconds": wall}
@@ -240,7 +234,7 @@ def main() -> None:
             if m in ("linear", "ties") and "failed" not in r["mergekit"] and "failed" not in r["transfuse"]:
                 r["max_abs_diff_vs_mergekit"] = compare(work / f"ours_{m}", work / f"mk_{m}", compare_names)
         floors = [io_floor([base, ft1, ft2], work / f"ours_{m}", work) for _ in range(args.repeats)]
-        directs = [io_floor_direct([base, ft1, ft2], work / f"ours_{m}", work) for _ in range(args.repeats)]
+        directs = [io_floor([base, ft1, ft2], work / f"ours_{m}", work, _direct_file) for _ in range(args.repeats)]
         r["floor"], r["floor_direct"] = median_run(floors), median_run(directs)
         r["floor_tries_s"] = [f["seconds"] for f in floors]
         r["floor_direct_tries_s"] = [f["seconds"] for f in directs]
