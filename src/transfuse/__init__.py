@@ -2,17 +2,19 @@
 from __future__ import annotations
 
 from .errors import TransfuseError
-from .signals import Batch, Outputs
 
 __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
-    # Lazy, so that `import transfuse` stays light; both subpackages are callable (see _callable.py).
-    if name in ("distill", "merge"):
-        import importlib
+    # Lazy, so that `import transfuse` stays light (no torch: a fused merge never needs it);
+    # both subpackages are callable (see _callable.py).
+    import importlib
 
+    if name in ("distill", "merge"):
         return importlib.import_module(f".{name}", __name__)
+    if name in ("Batch", "Outputs"):
+        return getattr(importlib.import_module(".signals", __name__), name)
     raise AttributeError(name)
 
 

@@ -166,3 +166,37 @@ def test_magnitude_select_falls_back_when_the_sample_misleads(monkeypatch):
     got, passes = _select((x,), base, [n // 2], [0, n])
     assert passes == 4
     assert got[0] == np.partition(np.abs(x - base), n // 2)[n // 2] == 1.0
+
+
+_CLI_REPORTS_TORCH = (
+    "import sys\n"
+    "from transfuse.cli import main\n"
+    "try:\n"
+    "    main(sys.argv[1:])\n"
+    "except SystemExit as exc:\n"
+    "    assert not exc.code, exc.code\n"
+    "print('torch imported:', 'torch._C' in sys.modules)\n"
+)
+
+
+@pytest.mark.parametrize("method,params", [("linear", {}), ("dare", {"density": 0.5}), ("ties", {"density": 0.3}),
+                                           ("ties", {"density": 0.3, "topk": "per_tensor"}), ("pcb", {})],
+                         ids=["linear", "dare", "ties-global", "ties-per-tensor", "pcb"])
+def test_a_fused_merge_never_imports_torch(typed_family, method, params):
+    """torch costs ~1.4 s of start-up and exit: a merge the kernels cover must not import it
+    (and one they do not cover, PCB, must import it on its own, lazily)."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    fam = typed_family
+    cfg = {"method": method, "base_model": str(fam["paths"]["base"]), "parameters": params,
+           "models": [{"model": str(fam["paths"][f"e{i}"])} for i in range(3)], "output": str(fam["root"] / "out")}
+    path = fam["root"] / "m.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    run = subprocess.run([sys.executable, "-c", _CLI_REPORTS_TORCH, "merge", str(path)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert f"torch imported: {method == 'pcb'}" in run.stdout
+    out = read_model(fam["root"] / "out")
+    assert set(out) == set(read_model(fam["paths"]["base"]))

@@ -29,8 +29,8 @@ def call(method, x, w=None, name="t", base=None, **params):
     inst = methods.get(method)(**params)
     K = x.shape[0]
     w = torch.ones(K) if w is None else torch.as_tensor(w, dtype=torch.float32)
-    per = {k: torch.full((K,), float(getattr(inst, k))) for k in inst.per_model_params}
-    ctx = TensorContext(name, base, torch.Generator().manual_seed(0), per, {"rows": None, "shape": tuple(x.shape[1:]), "statistics": []})
+    per = {k: [float(getattr(inst, k))] * K for k in inst.per_model_params}
+    ctx = TensorContext(name, base, 0, per, {"rows": None, "shape": tuple(x.shape[1:]), "statistics": []})
     state = {}
     ctx.extra["state"] = state
     for p in range(inst.tensor_passes):

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from typing import List, Sequence, Tuple
+from typing import TYPE_CHECKING, List, Sequence, Tuple
 
-import torch
-from torch import Tensor
+from .._lazy import torch
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 _BINS = 1 << 16
 

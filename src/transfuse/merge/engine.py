@@ -18,6 +18,7 @@ built under a hidden temporary name beside the target and renamed into place onl
 from __future__ import annotations
 
 import collections
+import math
 import queue
 import datetime
 import json
@@ -28,19 +29,22 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
-import torch
-from torch import Tensor
 
+from .._lazy import torch
 from ..errors import TransfuseError
 from ._ops import seed_for
 from .config import parse_size
 from . import kernels
+from .dtypes import BF16, F32
 from .io import KERNEL_DTYPES, SIDE_FILES, LayoutWriter, LoraSource, OutSpec, SafetensorsSource, input_sha256, shard_layout
 from .methods import MergeMethod, TensorContext
 from .plan import Plan, TensorPlan
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 FAST_ELEMS = 1 << 21  # elements per model in one block of the fused path (read from the maps, no float32 copy)
 KEEP_MAPPED_BYTES = 256 << 20  # fused path: a tensor up to this size (all inputs) stays mapped between its passes
@@ -67,8 +71,11 @@ class _Loader:
 
     def __init__(self, plan: Plan, pool: Optional["_Pool"] = None) -> None:
         self.plan = plan
-        self.dt = plan.compute_dtype
         self.pool = pool or _Pool(0, 0)
+
+    @property
+    def dt(self) -> "torch.dtype":
+        return self.plan.compute_dtype.torch
 
     def _read_expert(self, i: int, tp: TensorPlan, r0: int, r1: int, has_rows: bool) -> Tensor:
         src = self.plan.experts[i]
@@ -132,13 +139,16 @@ class _Pool:
     def __init__(self, count: int, size: int) -> None:
         self.size = size
         self.free: "queue.Queue[Tensor]" = queue.Queue()
-        for _ in range(count):
-            self.free.put(torch.empty(size, dtype=torch.float32))
+        self.unmade = count  # buffers are made on first need (a fused-only merge needs none)
+        self.lock = threading.Lock()
 
     def get(self, n: int) -> Optional[Tensor]:
         if n > self.size:
             return None
-        return self.free.get()[:n]
+        with self.lock:
+            make = self.unmade > 0 and self.free.empty()
+            self.unmade -= make
+        return (torch.empty(self.size, dtype=torch.float32) if make else self.free.get())[:n]
 
     def put(self, buf: Optional[Tensor]) -> None:
         if buf is not None:
@@ -200,11 +210,7 @@ class _Writes:
 
 def _ctx(plan: Plan, inst: MergeMethod, tp: TensorPlan, rows: Optional[slice], base: Optional[Tensor]) -> TensorContext:
     r0 = rows.start if rows is not None else 0
-    gen = torch.Generator().manual_seed(seed_for(plan.config.seed, tp.name, r0))
-    per_model = {}
-    for key in inst.per_model_params:
-        default = getattr(inst, key)
-        per_model[key] = torch.tensor([float(p.get(key, default)) for p in plan.per_model], dtype=torch.float32)
+    params = {key: [float(p.get(key, getattr(inst, key))) for p in plan.per_model] for key in inst.per_model_params}
     stats = []
     for s in plan.statistics:
         if s is None:
@@ -215,8 +221,8 @@ def _ctx(plan: Plan, inst: MergeMethod, tp: TensorPlan, rows: Optional[slice], b
             names = s._names = set(s.infos())
         stats.append((lambda src, name, has: (lambda r=None: src.read(name, r).float() if has else None))(s, tp.name, tp.name in names))
     extra = {"rows": rows, "shape": tp.shape, "statistics": stats}
-    start = r0 * int(torch.Size(tp.shape[1:]).numel()) if tp.shape else 0
-    return TensorContext(tp.name, base, gen, per_model, extra, seed=plan.config.seed, start=start)
+    start = r0 * math.prod(tp.shape[1:]) if tp.shape else 0
+    return TensorContext(tp.name, base, seed_for(plan.config.seed, tp.name, r0), params, extra, seed=plan.config.seed, start=start)
 
 
 class Progress:
@@ -252,7 +258,6 @@ def execute(plan: Plan, out: Path, *, progress: bool = False) -> Dict[str, Any]:
     """Run the planned merge into ``out`` (atomically). Returns a small summary."""
     cfg = plan.config
     K = len(plan.experts)
-    w = plan.weights
     loader = _Loader(plan, _Pool(cfg.prefetch + _Writes.LIMIT + 1, (K + 1) * CHUNK_ELEMS))
     out = out.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -296,7 +301,7 @@ def execute(plan: Plan, out: Path, *, progress: bool = False) -> Dict[str, Any]:
                 total = sum(_numel(t.shape, r) for t, r in units) * K * 4
                 bar = Progress(total, progress)
                 for (t, r), (x, base, buf) in _pipelined(units, lambda u, inst=inst: loader(u[0], u[1], inst), cfg.threads, cfg.prefetch):
-                    inst.observe(p, x, w, _ctx(plan, inst, t, r, base))
+                    inst.observe(p, x, plan.weights, _ctx(plan, inst, t, r, base))
                     loader.pool.put(buf)
                     bar.step(x.numel() * 4, f"statistics pass {p + 1}/{inst.passes}")
                 inst.finish_pass(p)
@@ -309,7 +314,7 @@ def execute(plan: Plan, out: Path, *, progress: bool = False) -> Dict[str, Any]:
         for t in plan.tensors:
             if t.group >= 0:
                 for name, shape in plan.instances[t.group].extra_specs(t.name, t.shape, K):
-                    extra_specs.append(OutSpec(name, shape, torch.float32))
+                    extra_specs.append(OutSpec(name, shape, F32))
         extra_file = getattr(plan.instances[0], "extra_file", None)
         extra_writer = LayoutWriter(tmp, {extra_file: extra_specs}) if extra_specs and extra_file else None
         writes = _Writes()
@@ -328,7 +333,7 @@ def execute(plan: Plan, out: Path, *, progress: bool = False) -> Dict[str, Any]:
                 # thread (no prefetch, so at most one whole tensor is in memory): whole when it is
                 # small enough (exact selection in memory), else over row blocks (radix select)
                 units.append((t, None, len(row_blocks(t.shape)) == 1))
-        total = sum(int(torch.Size(t.shape).numel()) * (K + 1) * 2 for t in plan.tensors)
+        total = sum(math.prod(t.shape) * (K + 1) * 2 for t in plan.tensors)
         bar = Progress(total, progress)
 
         def load(u):
@@ -348,7 +353,7 @@ def execute(plan: Plan, out: Path, *, progress: bool = False) -> Dict[str, Any]:
                     _merge_block(plan, inst, t, r, x, base, writer, extra_writer, writes, loader.pool, buf)
                 elif _fast_ok(plan, inst, t):
                     _fast_tensor(plan, inst, t, writer, writes, out_pool)
-                elif not inst.chunkable or int(torch.Size(t.shape).numel()) * K <= WHOLE_ELEMS:
+                elif not inst.chunkable or math.prod(t.shape) * K <= WHOLE_ELEMS:
                     x, base, buf = loader(t, None, inst)
                     _merge_block(plan, inst, t, None, x, base, writer, extra_writer, writes, loader.pool, buf)
                 else:
@@ -392,7 +397,7 @@ def execute(plan: Plan, out: Path, *, progress: bool = False) -> Dict[str, Any]:
 
 
 def _numel(shape: Tuple[int, ...], rows: Optional[slice]) -> int:
-    n = int(torch.Size(shape).numel())
+    n = math.prod(shape)
     if rows is not None and shape:
         n = n // shape[0] * (rows.stop - rows.start)
     return n
@@ -437,7 +442,7 @@ def _merge_tensor_blocks(plan, inst, t, loader, writer, writes) -> None:
         merged = inst(x, w, ctx)
         if inst.operates_on == "deltas":
             merged = merged + base
-        writes.submit(writer.write, t.name, merged.to(t.out_dtype), r.start)
+        writes.submit(writer.write, t.name, merged.to(t.out_dtype.torch), r.start)
         loader.pool.put(buf)
 
 
@@ -445,7 +450,7 @@ def _fast_ok(plan: Plan, inst: MergeMethod, t: TensorPlan) -> bool:
     """Whether tensor ``t`` can take the fused path: numba present, the method implements this
     configuration, float32 compute, every input a safetensors file holding ``t`` itself (no tied
     alias, no padded rows) in one of the kernels' dtypes (the experts all alike)."""
-    if not (kernels.available() and inst.fast() and plan.compute_dtype == torch.float32 and t.out_dtype in KERNEL_DTYPES):
+    if not (kernels.available() and inst.fast() and plan.compute_dtype == F32 and t.out_dtype in KERNEL_DTYPES):
         return False
     rows = t.shape[0] if t.shape else 0
     if any(a is not None for a in t.alias) or any(r != rows for r in t.rows_in):
@@ -506,7 +511,7 @@ def _fast_tensor(plan: Plan, inst: MergeMethod, t: TensorPlan, writer, writes: "
     """One tensor through a fused kernel: its per-tensor statistics passes, then the merge,
     block by block straight from the memory maps into output blocks handed to the writer."""
     blocks = row_blocks(t.shape, FAST_ELEMS)
-    w = plan.weights.numpy().astype(np.float32)
+    w = np.asarray(plan.weight_values, np.float32)
     state: Dict[str, Any] = {}
     srcs = _fast_sources(plan, inst)
     # several passes over a tensor that is not too big: keep its pages mapped until the last one
@@ -519,7 +524,7 @@ def _fast_tensor(plan: Plan, inst: MergeMethod, t: TensorPlan, writer, writes: "
                 inst.fast_observe_tensor(p, xs, base, _ctx(plan, inst, t, r, None), state)
         inst.fast_finish_tensor_pass(p, state)
         p += 1
-    out_np = np.dtype(np.uint16) if t.out_dtype == torch.bfloat16 else np.dtype(np.float32)
+    out_np = np.dtype(np.uint16) if t.out_dtype == BF16 else np.dtype(np.float32)
     for r in blocks:
         with _views(plan, inst, t, r) as (xs, base):
             out = pool.get(xs[0].shape[0], out_np)
@@ -545,7 +550,7 @@ def _copy_side_files(plan: Plan, tmp: Path) -> None:
     if conf.exists() and cfg.out_dtype:
         try:
             data = json.loads(conf.read_text())
-            dtype_name = str(plan.tensors[0].out_dtype).replace("torch.", "") if plan.tensors else cfg.out_dtype
+            dtype_name = plan.tensors[0].out_dtype.name if plan.tensors else cfg.out_dtype
             for key in ("torch_dtype", "dtype"):
                 if key in data:
                     data[key] = dtype_name

@@ -23,21 +23,19 @@ import struct
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 import numpy as np
-import torch
-from torch import Tensor
 
+from .._lazy import torch
 from ..errors import TransfuseError
+from .dtypes import BF16, BY_CODE, F32, DType, of_torch
 
-DTYPES = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-    "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
-}
-DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
-_NP_KERNEL_DTYPES = {torch.bfloat16: np.dtype(np.uint16), torch.float32: np.dtype(np.float32)}
+if TYPE_CHECKING:
+    from torch import Tensor
+
+DTYPES = BY_CODE  # safetensors header code -> DType
+_NP_KERNEL_DTYPES = {BF16: np.dtype(np.uint16), F32: np.dtype(np.float32)}
 KERNEL_DTYPES = tuple(_NP_KERNEL_DTYPES)  # dtypes the fused kernels read and write
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 SIDE_FILES = (
@@ -50,7 +48,7 @@ SIDE_FILES = (
 @dataclass
 class TensorInfo:
     file: Path
-    dtype: torch.dtype
+    dtype: DType
     shape: Tuple[int, ...]
     start: int  # absolute byte offset in the file
     end: int
@@ -101,7 +99,7 @@ class Source:
     path: Path
     config_dir: Optional[Path] = None
 
-    def infos(self) -> Dict[str, Tuple[Tuple[int, ...], torch.dtype]]:  # pragma: no cover
+    def infos(self) -> Dict[str, Tuple[Tuple[int, ...], DType]]:  # pragma: no cover
         raise NotImplementedError
 
     def read(self, name: str, rows: Optional[slice] = None) -> Tensor:  # pragma: no cover
@@ -169,7 +167,7 @@ class SafetensorsSource(Source):
             return
         m = self._map(self.table[name].file)
         src = torch.frombuffer(m, dtype=torch.uint8, count=end - start, offset=start)  # only read
-        out.copy_(src.view(dtype).reshape(shape))
+        out.copy_(src.view(dtype.torch).reshape(shape))
         del src
         # Only drops this process's page-table entries (the page cache keeps the data): peak RSS
         # stays a few blocks. A page shared with a neighbouring block is simply faulted in again.
@@ -208,7 +206,7 @@ class SafetensorsSource(Source):
             t = torch.frombuffer(buf, dtype=torch.uint8)
         else:
             t = torch.empty(0, dtype=torch.uint8)
-        return t.view(info.dtype).reshape(shape)
+        return t.view(info.dtype.torch).reshape(shape)
 
     def close(self) -> None:
         for m in self._maps.values():
@@ -235,12 +233,12 @@ class PickleSource(Source):
             raise TransfuseError(f"could not load pickle checkpoint {str(file)!r} ({type(exc).__name__}); re-save it as safetensors") from None
         if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
             sd = sd["state_dict"]
-        if not isinstance(sd, dict) or not all(isinstance(v, Tensor) for v in sd.values()):
+        if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
             raise TransfuseError(f"{str(file)!r} does not hold a state dict of tensors")
         self.sd: Dict[str, Tensor] = sd
 
     def infos(self):
-        return {n: (tuple(t.shape), t.dtype) for n, t in self.sd.items()}
+        return {n: (tuple(t.shape), of_torch(t.dtype)) for n, t in self.sd.items()}
 
     def files(self) -> List[Path]:
         return [self._file]
@@ -440,14 +438,14 @@ def input_sha256(files: List[Path]) -> Tuple[str, Dict[str, str]]:
 class OutSpec:
     name: str
     shape: Tuple[int, ...]
-    dtype: torch.dtype
+    dtype: DType
 
     @property
     def nbytes(self) -> int:
         n = 1
         for s in self.shape:
             n *= s
-        return n * torch.empty((), dtype=self.dtype).element_size()
+        return n * self.dtype.itemsize
 
 
 _ALIGN = 4096  # O_DIRECT needs block-aligned offsets, lengths and addresses; 4 KiB covers all disks
@@ -539,7 +537,7 @@ class LayoutWriter:
 
     def __init__(self, folder: Path, groups: Dict[str, List[OutSpec]], *, direct: bool = True) -> None:
         self.where: Dict[str, Tuple[int, int, int]] = {}  # name -> (file index, offset, row_bytes)
-        self.dtypes: Dict[str, torch.dtype] = {}
+        self.dtypes: Dict[str, DType] = {}
         self._convert: Optional[Tensor] = None  # reused output-dtype buffer (one writer thread)
         self.fds: List[int] = []
         self.sinks: List[Optional[_DirectSink]] = []
@@ -548,7 +546,7 @@ class LayoutWriter:
             header: Dict[str, dict] = {"__metadata__": {"format": "pt"}}
             off = 0
             for s in specs:
-                header[s.name] = {"dtype": DTYPE_NAMES[s.dtype], "shape": list(s.shape), "data_offsets": [off, off + s.nbytes]}
+                header[s.name] = {"dtype": s.dtype.code, "shape": list(s.shape), "data_offsets": [off, off + s.nbytes]}
                 off += s.nbytes
             raw = json.dumps(header, separators=(",", ":")).encode()
             raw += b" " * (-len(raw) % 8)
@@ -582,7 +580,7 @@ class LayoutWriter:
         if isinstance(t, np.ndarray):
             self._put(i, memoryview(t).cast("B"), off + row0 * row_bytes)
             return
-        dtype = self.dtypes[name]
+        dtype = self.dtypes[name].torch
         if t.dtype != dtype:
             n = t.numel()
             if self._convert is None or self._convert.dtype != dtype or self._convert.numel() < n:

@@ -12,24 +12,22 @@ import inspect
 import json
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-import torch
-
+from .._lazy import torch
 from ..errors import TransfuseError, closest
 from .config import MergeConfig
+from .dtypes import BF16, F16, F32, F64, DType
 from .io import LoraSource, Source, open_source
 from .methods import MergeMethod, methods
 
 _VOCAB_NAME = re.compile(r"(embed_tokens|lm_head|wte|word_embeddings|embed_out|output\.weight|shared\.weight)")
-_DTYPES = {
-    "float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
-    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float64": torch.float64,
-}
+_DTYPES = {"float32": F32, "fp32": F32, "float16": F16, "fp16": F16, "bfloat16": BF16, "bf16": BF16, "float64": F64}
 
 
-def parse_dtype(name: Optional[str], what: str) -> Optional[torch.dtype]:
+def parse_dtype(name: Optional[str], what: str) -> Optional[DType]:
     if name is None:
         return None
     if name not in _DTYPES:
@@ -41,7 +39,7 @@ def parse_dtype(name: Optional[str], what: str) -> Optional[torch.dtype]:
 class TensorPlan:
     name: str
     shape: Tuple[int, ...]
-    out_dtype: torch.dtype
+    out_dtype: DType
     group: int  # index of the method instance that merges it; -1 = copied from the reference
     rows_in: List[int] = field(default_factory=list)  # per expert: rows it has (vocab pad/truncate)
     alias: List[Optional[str]] = field(default_factory=list)  # per expert: name to read instead (tied)
@@ -53,15 +51,20 @@ class Plan:
     base: Optional[Source]
     experts: List[Source]
     reference: Source  # base, else the first model: names, shapes, config, tokenizer
-    weights: torch.Tensor  # (K,)
+    weight_values: List[float]  # (K,) each model's weight
     per_model: List[Dict[str, Any]]  # each model's own parameters (besides weight)
     instances: List[MergeMethod]
     instance_params: List[Dict[str, Any]]
     tensors: List[TensorPlan]
-    compute_dtype: torch.dtype
+    compute_dtype: DType
     problems: List[str]
     notes: List[str]
     statistics: List[Optional[Source]]
+
+    @cached_property
+    def weights(self) -> "torch.Tensor":
+        """(K,) float32: the weights as the torch methods take them."""
+        return torch.tensor(self.weight_values, dtype=torch.float32)
 
     def close(self) -> None:
         for s in [self.base, *self.experts, *self.statistics]:
@@ -223,7 +226,7 @@ def make_plan(cfg: MergeConfig, *, allow_pickle: bool) -> Plan:
     # de-duplicate: one line per kind of problem per model
     problems = _summarise(problems)
     notes = _summarise(notes)
-    return Plan(cfg, base, experts, reference, torch.tensor(weights, dtype=torch.float32), per_model, instances,
+    return Plan(cfg, base, experts, reference, weights, per_model, instances,
                 instance_params, tensors, compute_dtype, problems, notes, statistics)
 
 

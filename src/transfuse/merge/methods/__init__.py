@@ -20,27 +20,42 @@ memory is bounded by a few tensors.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
-import torch
-from torch import Tensor
-
+from ..._lazy import torch
 from ...registry import Registry
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 methods: Registry = Registry("merge-method", "transfuse.merge.methods")
 
 
 @dataclass
 class TensorContext:
-    """What a method may know about the tensor it merges (besides the stacked inputs)."""
+    """What a method may know about the tensor it merges (besides the stacked inputs).
+
+    Torch objects (``generator``, ``per_model``) are made on first use: the fused path reads
+    ``params`` and ``start`` and never imports torch.
+    """
 
     name: str
     base: Optional[Tensor]  # (*shape) float, None when the method has no base
-    generator: torch.Generator  # seeded by (seed, name): visiting order does not matter
-    per_model: Dict[str, Tensor] = field(default_factory=dict)  # e.g. "density": (K,)
+    generator_seed: int  # seeds ``generator`` from (seed, name, block): visiting order does not matter
+    params: Dict[str, List[float]] = field(default_factory=dict)  # per-model parameters, e.g. "density": K floats
     extra: Dict[str, Any] = field(default_factory=dict)  # e.g. "statistics": [(…), …] per model
     seed: int = 0  # the merge's seed
     start: int = 0  # flat index, in the whole tensor, of this block's first entry
+
+    @cached_property
+    def generator(self) -> "torch.Generator":
+        return torch.Generator().manual_seed(self.generator_seed)
+
+    @cached_property
+    def per_model(self) -> Dict[str, Tensor]:
+        """``params`` as (K,) float32 tensors."""
+        return {k: torch.tensor(v, dtype=torch.float32) for k, v in self.params.items()}
 
     def random_bits(self, stream: int, n: int) -> Tensor:
         """(n,) int32 uniform in [0, 2**24) for this block's entries (``stream``: e.g. the model).

@@ -7,10 +7,14 @@ or, with ``sign="ties"``, sign-elected and averaged as TIES (mergekit ``breadcru
 """
 from __future__ import annotations
 
-from torch import Tensor
+from typing import TYPE_CHECKING
+
 
 from .._ops import disjoint_merge, elect_sign, per_model, tensor_magnitude_stats, tensor_magnitude_values
 from . import MergeMethod, TensorContext, methods
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 def _ranks(n: int, density: float, gamma: float) -> list:
@@ -36,11 +40,11 @@ class Breadcrumbs(MergeMethod):
         self.density, self.gamma, self.scale, self.sign = density, gamma, scale, sign
 
     def observe_tensor(self, pass_index, x, w, ctx, state) -> None:
-        dens = ctx.per_model["density"].tolist()
+        dens = ctx.params["density"]
         tensor_magnitude_stats(pass_index, x, ctx.extra["rows"], state, lambda n, k: _ranks(n, dens[k], self.gamma))
 
     def __call__(self, x: Tensor, w: Tensor, ctx: TensorContext) -> Tensor:
-        dens = ctx.per_model["density"].tolist()
+        dens = ctx.params["density"]
         q = tensor_magnitude_values(x, ctx.extra.setdefault("state", {}), lambda n, k: _ranks(n, dens[k], self.gamma))
         a = x.abs()
         keep = (a >= per_model(q[:, 0], x)) & (a <= per_model(q[:, 1], x))

@@ -11,12 +11,18 @@ on the order tensors are visited in nor on the block size.
 """
 from __future__ import annotations
 
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..._lazy import torch
 
 from .. import kernels
 from .._ops import counter_key, disjoint_merge, elect_sign, keep_threshold, per_model, weighted_sum
 from . import MergeMethod, TensorContext, methods
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 @methods.register("dare")
@@ -41,7 +47,7 @@ class Dare(MergeMethod):
     def __call__(self, x: Tensor, w: Tensor, ctx: TensorContext) -> Tensor:
         K = x.shape[0]
         flat = x.reshape(K, -1)  # (K, n), a view of the engine's scratch block
-        dens = ctx.per_model["density"].tolist()
+        dens = ctx.params["density"]
         before = flat.abs().sum(1) if self.rescale == "l1" else None  # (K,)
         for k in range(K):
             if dens[k] < 1.0:
@@ -62,7 +68,7 @@ class Dare(MergeMethod):
         return self.sign == "none" and self.rescale != "l1"
 
     def fast_merge(self, xs, base, out, w, ctx, state) -> None:
-        dens = ctx.per_model["density"].numpy()  # (K,) float32
+        dens = np.asarray(ctx.params["density"], np.float32)  # (K,)
         wk = w / dens if self.rescale == "inverse" else w  # float32, as the torch path
         coef = [self.scale * float(v) for v in wk]
         thresholds, keys = [], []

@@ -9,11 +9,15 @@ is theta_0 + scale * merged. Randomness: the same counter-based draws as DARE.
 """
 from __future__ import annotations
 
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING
+
+from ..._lazy import torch
 
 from .._ops import disjoint_merge, elect_sign, per_model
 from . import MergeMethod, TensorContext, methods
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 @methods.register("della")

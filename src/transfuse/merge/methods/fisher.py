@@ -7,11 +7,15 @@ over a small data set); tensors without Fisher values are averaged with the weig
 """
 from __future__ import annotations
 
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING
+
+from ..._lazy import torch
 
 from .._ops import per_model
 from . import MergeMethod, TensorContext, methods
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 @methods.register("fisher")

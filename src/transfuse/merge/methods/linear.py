@@ -1,11 +1,15 @@
 """Linear: weighted average of the models' weights (Wortsman et al. 2022, model soups; mergekit ``linear``)."""
 from __future__ import annotations
 
-from torch import Tensor
+from typing import TYPE_CHECKING
+
 
 from .. import kernels
 from .._ops import weighted_sum
 from . import MergeMethod, TensorContext, methods
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 @methods.register("linear")

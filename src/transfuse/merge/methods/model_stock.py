@@ -6,11 +6,15 @@ which is t * mean(theta_i) + (1 - t) * theta_0 of the paper.
 """
 from __future__ import annotations
 
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING
+
+from ..._lazy import torch
 
 from .._ops import per_model
 from . import MergeMethod, TensorContext, methods
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 @methods.register("model_stock")

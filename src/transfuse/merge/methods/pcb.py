@@ -12,11 +12,15 @@ with its whole-model statistics gathered in streaming passes (exact radix select
 """
 from __future__ import annotations
 
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING
+
+from ..._lazy import torch
 
 from .._ops import RadixSelect, per_model
 from . import MergeMethod, TensorContext, methods
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 @methods.register("pcb")

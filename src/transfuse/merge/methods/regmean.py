@@ -8,11 +8,15 @@ a Gram matrix (biases, norms, convolutions) are averaged with the weights.
 """
 from __future__ import annotations
 
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING
+
+from ..._lazy import torch
 
 from .._ops import per_model
 from . import MergeMethod, TensorContext, methods
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 @methods.register("regmean")

@@ -7,12 +7,16 @@ colinear tensors (|cos| > 0.9995, mergekit's threshold) fall back to linear inte
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import math
 
-import torch
-from torch import Tensor
+from ..._lazy import torch
 
 from . import MergeMethod, TensorContext, methods
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 _DOT_THRESHOLD = 0.9995
 

@@ -1,11 +1,15 @@
 """Task arithmetic (Ilharco et al., 2023, "Editing models with task arithmetic")."""
 from __future__ import annotations
 
-from torch import Tensor
+from typing import TYPE_CHECKING
+
 
 from .. import kernels
 from .._ops import weighted_sum
 from . import MergeMethod, TensorContext, methods
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 @methods.register("task_arithmetic")

@@ -19,13 +19,19 @@ which only differs on exact cancellations.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+import math
+
 import numpy as np
-import torch
-from torch import Tensor
+from ..._lazy import torch
 
 from .. import kernels
 from .._ops import RadixSelect, disjoint_merge, elect_sign, keep_rank, per_model, tensor_magnitude_stats, tensor_magnitude_values
 from . import MergeMethod, TensorContext, methods
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 def _check(density: float, topk: str, sign_from: str, normalize: str) -> None:
@@ -64,6 +70,7 @@ class Ties(MergeMethod):
         self._sel: RadixSelect | None = None
         self._fsel: kernels.MagnitudeSelect | None = None  # the fused path's global selection
         self._thr: Tensor | None = None
+        self._thr_np: np.ndarray | None = None  # the fused selection's thresholds
         self._dens: list = []
 
     # -- global top-k: two streaming passes over the whole model
@@ -73,7 +80,7 @@ class Ties(MergeMethod):
         if pass_index == 0:
             if self._sel is None:
                 self._sel = RadixSelect(K, nonneg=True)
-            self._dens = ctx.per_model["density"].tolist()
+            self._dens = ctx.params["density"]
             self._sel.add_coarse(v)
         else:
             self._sel.add_fine(v)
@@ -82,7 +89,7 @@ class Ties(MergeMethod):
         if self._fsel is not None:
             _finish_selection(self._fsel, pass_index, self._dens)
             if pass_index == self._fsel.passes - 1:
-                self._thr = torch.from_numpy(self._fsel.values())
+                self._thr_np = self._fsel.values()  # (K,) float32
             return
         if self._sel is None:
             return
@@ -94,14 +101,16 @@ class Ties(MergeMethod):
 
     # -- per-tensor top-k
     def observe_tensor(self, pass_index, x, w, ctx, state) -> None:
-        dens = ctx.per_model["density"].tolist()
+        dens = ctx.params["density"]
         tensor_magnitude_stats(pass_index, x, ctx.extra["rows"], state, lambda n, k: [keep_rank(n, dens[k])])
 
     def thresholds(self, x: Tensor, ctx: TensorContext) -> Tensor:
         if self.topk == "global":
+            if self._thr is None and self._thr_np is not None:
+                self._thr = torch.from_numpy(self._thr_np)
             assert self._thr is not None, "global top-k needs its statistics passes first"
             return self._thr
-        dens = ctx.per_model["density"].tolist()
+        dens = ctx.params["density"]
         return tensor_magnitude_values(x, ctx.extra.setdefault("state", {}), lambda n, k: [keep_rank(n, dens[k])])[:, 0]
 
     def __call__(self, x: Tensor, w: Tensor, ctx: TensorContext) -> Tensor:
@@ -120,7 +129,7 @@ class Ties(MergeMethod):
     def fast_observe(self, pass_index, xs, base, ctx) -> None:
         if self._fsel is None:
             self._fsel = kernels.MagnitudeSelect(len(xs), ctx.extra["group_numel"])
-            self._dens = ctx.per_model["density"].tolist()
+            self._dens = ctx.params["density"]
         self._fsel.add(pass_index, xs, base, ctx.start)
 
     def fast_tensor_pass_count(self, state) -> int:
@@ -128,9 +137,9 @@ class Ties(MergeMethod):
 
     def fast_observe_tensor(self, pass_index, xs, base, ctx, state) -> None:
         if "fsel" not in state:
-            numel = int(torch.Size(ctx.extra["shape"]).numel())
+            numel = math.prod(ctx.extra["shape"])
             state["fsel"] = kernels.MagnitudeSelect(len(xs), numel)
-            state["dens"] = ctx.per_model["density"].tolist()
+            state["dens"] = ctx.params["density"]
         state["fsel"].add(pass_index, xs, base, ctx.start)
 
     def fast_finish_tensor_pass(self, pass_index, state) -> None:
@@ -138,8 +147,10 @@ class Ties(MergeMethod):
 
     def fast_merge(self, xs, base, out, w, ctx, state) -> None:
         if self.topk == "global":
-            assert self._thr is not None, "global top-k needs its statistics passes first"
-            thr = self._thr.numpy().astype(np.float32)
+            if self._thr_np is None:
+                assert self._thr is not None, "global top-k needs its statistics passes first"
+                self._thr_np = self._thr.numpy().astype(np.float32)
+            thr = self._thr_np
         else:
             if "thr" not in state:
                 state["thr"] = state["fsel"].values()

@@ -10,13 +10,17 @@ Followed the method of the official code (github.com/LZY-the-boys/Twin-Merging).
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import math
 
-import torch
-from torch import Tensor
+from ..._lazy import torch
 
 from .._ops import per_model
 from . import MergeMethod, TensorContext, methods
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 @methods.register("twin")
