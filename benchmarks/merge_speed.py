@@ -55,15 +55,35 @@ def warm_page_cache() -> None:
     read_all(WARM)
 
 
+# Peak RSS must come from a process forked by a small one. Linux keeps, in a process's maxrss, the
+# high-water mark of the memory it had when it exec'd: a command spawned straight from this
+# script (0.5 GB after comparing outputs) reported this script's size, not its own. The launcher
+# (as /usr/bin/time does) forks the command from a ~10 MB interpreter and reports its rusage.
+_LAUNCH = (
+    "import os, sys\n"
+    "pid = os.fork()\n"
+    "if pid == 0:\n"
+    "    os.execvp(sys.argv[1], sys.argv[1:])\n"
+    "_, status, ru = os.wait4(pid, 0)\n"
+    "print(f'\\n@rusage {ru.ru_maxrss} {ru.ru_utime + ru.ru_stime}', flush=True)\n"
+    "code = os.waitstatus_to_exitcode(status)\n"
+    "if code < 0:\n"
+    "    os.kill(os.getpid(), -code)  # killed by a signal (e.g. the OOM killer): so is the launcher\n"
+    "sys.exit(code)\n"
+)
+
+
 def run_measured(cmd: list, env: dict | None = None) -> dict:
     warm_page_cache()
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+    proc = subprocess.Popen([sys.executable, "-c", _LAUNCH, *map(str, cmd)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env={**os.environ, **(env or {})})
     out_text = proc.stdout.read().decode(errors="replace")
-    _, status, usage = os.wait4(proc.pid, 0)
+    _, status, _ = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
     code = os.waitstatus_to_exitcode(status)
-    res = {"seconds": wall, "peak_rss_gb": usage.ru_maxrss * 1024 / 1e9, "cpu_seconds": usage.ru_utime + usage.ru_stime}
+    maxrss_kb, cpu = out_text.rsplit("@rusage ", 1)[1].split()
+    res = {"seconds": wall, "peak_rss_gb": int(maxrss_kb) * 1024 / 1e9, "cpu_seconds": float(cpu)}
     if code != 0:
         print(out_text[-2000:], file=sys.stderr)
         print(f"command failed ({code}{', killed: out of memory?' if code == -9 else ''}): {' '.join(map(str, cmd))}", file=sys.stderr)
