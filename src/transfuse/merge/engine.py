@@ -7,7 +7,9 @@ Two paths, chosen per tensor:
   the inputs' memory maps through one numba kernel straight into an output block (TIES first
   runs its selection passes: a sampled bracket, then one exact counting pass);
 - torch: positional block reads converted to the compute dtype (a thread pool keeps
-  ``prefetch`` blocks in flight) -> task vectors -> the method as torch ops.
+  ``prefetch`` blocks in flight) -> task vectors -> the method as torch ops. torch itself is
+  imported on the first tensor that takes this path (``transfuse._lazy``): a merge the
+  kernels cover never pays its ~1.4 s of import and exit.
 
 Either way the merged block goes to a writer thread that appends it to its output shard
 (O_DIRECT where the file system allows it) and gives the block's memory back. Methods with
