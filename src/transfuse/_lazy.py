@@ -25,4 +25,9 @@ class LazyModule(ModuleType):
         return getattr(module, attr)
 
 
+def import_now(module: ModuleType) -> ModuleType:
+    """The real module behind ``module`` (a LazyModule or a module), imported now."""
+    return importlib.import_module(module.__name__)
+
+
 torch = LazyModule("torch")

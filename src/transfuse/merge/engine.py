@@ -8,7 +8,7 @@ Two paths, chosen per tensor:
   runs its selection passes: a sampled bracket, then one exact counting pass);
 - torch: positional block reads converted to the compute dtype (a thread pool keeps
   ``prefetch`` blocks in flight) -> task vectors -> the method as torch ops. torch itself is
-  imported on the first tensor that takes this path (``transfuse._lazy``): a merge the
+  imported (``transfuse._lazy``) only when some tensor takes this path: a merge the
   kernels cover never pays its ~1.4 s of import and exit.
 
 Either way the merged block goes to a writer thread that appends it to its output shard
@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List,
 
 import numpy as np
 
-from .._lazy import torch
+from .._lazy import import_now, torch
 from ..errors import TransfuseError
 from ._ops import seed_for
 from .config import parse_size
@@ -279,6 +279,8 @@ def execute(plan: Plan, out: Path, *, progress: bool = False) -> Dict[str, Any]:
                 hashes[label], file_hashes[label] = input_sha256(src.files())
         hasher = threading.Thread(target=_hash_all, name="transfuse-hash", daemon=True)
         hasher.start()
+    if not all(t.group >= 0 and _fast_ok(plan, plan.instances[t.group], t) for t in plan.tensors):
+        import_now(torch)  # some tensor takes the torch path: import it here, not first in a reader thread
     try:
         # 1. whole-model statistics passes, streamed
         for gi, inst in enumerate(plan.instances):
