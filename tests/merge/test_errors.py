@@ -146,3 +146,17 @@ def test_check_reports_each_problem_in_one_line(tmp_path, family, capsys, case):
     code, _, err = run(["merge", p], capsys)
     assert_one_line_error(code, err, needle.split(":")[0])
     assert not (tmp_path / "out").exists()
+
+
+def test_pickle_with_an_unsupported_dtype_is_one_line(tmp_path, family, capsys):
+    d = tmp_path / "pk"
+    d.mkdir()
+    sd = dict(family["experts"][2])
+    name = next(iter(sd))
+    sd[name] = sd[name].to(torch.complex64)
+    torch.save(sd, d / "pytorch_model.bin")
+    (d / "config.json").write_text((family["paths"]["e0"] / "config.json").read_text())
+    p = cfg_file(tmp_path, family, models=[{"model": str(d)}])
+    code, _, err = run(["merge", p, "--allow-pickle"], capsys)
+    assert_one_line_error(code, err, name, "complex64", "convert it")
+    assert not (tmp_path / "out").exists()

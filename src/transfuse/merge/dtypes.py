@@ -7,9 +7,10 @@ the torch path asks for ``.torch`` where it makes tensors. ``str(dtype)`` reads 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Dict
 
 from .._lazy import torch
+from ..errors import TransfuseError
 
 
 @dataclass(frozen=True)
@@ -38,13 +39,9 @@ BY_CODE: Dict[str, DType] = {d.code: d for d in _ALL}  # safetensors header code
 BY_NAME: Dict[str, DType] = {d.name: d for d in _ALL}
 
 
-def of_torch(dtype: "torch.dtype") -> DType:
-    """The DType of a torch dtype (e.g. a pickle checkpoint's tensor)."""
+def of_torch(dtype: "torch.dtype", where: str) -> DType:
+    """The DType of a torch dtype (e.g. a pickle checkpoint's tensor); ``where`` names it for the error."""
     name = str(dtype).replace("torch.", "")
     if name not in BY_NAME:
-        raise ValueError(f"unsupported dtype {dtype}")
+        raise TransfuseError(f"{where} has dtype {dtype}, which safetensors merging does not support; convert it to a float dtype first")
     return BY_NAME[name]
-
-
-def by_name(name: str) -> Optional[DType]:
-    return BY_NAME.get(name)

@@ -238,7 +238,7 @@ class PickleSource(Source):
         self.sd: Dict[str, Tensor] = sd
 
     def infos(self):
-        return {n: (tuple(t.shape), of_torch(t.dtype)) for n, t in self.sd.items()}
+        return {n: (tuple(t.shape), of_torch(t.dtype, f"tensor {n!r} of {str(self._file)!r}")) for n, t in self.sd.items()}
 
     def files(self) -> List[Path]:
         return [self._file]
