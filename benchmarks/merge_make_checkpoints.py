@@ -87,6 +87,7 @@ def main() -> None:
     ap.add_argument("--intermediate", type=int, default=8192)
     ap.add_argument("--vocab", type=int, default=128256)
     ap.add_argument("--shard-gb", type=float, default=1.0)
+    ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
     args = ap.parse_args()
     torch.set_num_threads(2)
     heads, kv = max(args.hidden // 64, 1), max(args.hidden // 256, 1)
@@ -96,13 +97,13 @@ def main() -> None:
         "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": args.hidden,
         "intermediate_size": args.intermediate, "num_hidden_layers": args.layers, "num_attention_heads": heads,
         "num_key_value_heads": kv, "head_dim": args.hidden // heads, "vocab_size": args.vocab, "max_position_embeddings": 2048,
-        "rms_norm_eps": 1e-5, "tie_word_embeddings": True, "torch_dtype": "bfloat16", "hidden_act": "silu",
+        "rms_norm_eps": 1e-5, "tie_word_embeddings": True, "torch_dtype": args.dtype, "hidden_act": "silu",
         "rope_theta": 500000.0, "bos_token_id": 1, "eos_token_id": 2,
     }
     out = Path(args.out)
     for i in range(args.models):
         name = "base" if i == 0 else f"ft{i}"
-        write(out / name, shapes, i, torch.bfloat16, int(args.shard_gb * 1e9), config)
+        write(out / name, shapes, i, getattr(torch, args.dtype), int(args.shard_gb * 1e9), config)
         print(f"wrote {out / name}: {params / 1e9:.3f}B parameters", flush=True)
 
 

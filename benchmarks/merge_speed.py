@@ -174,6 +174,7 @@ def main() -> None:
     ap.add_argument("--torch-path", default="linear,ties,dare", help="methods also timed on the plain PyTorch path")
     ap.add_argument("--repeats", type=int, default=3, help="transfuse (warm) runs and floors per method; the median is reported")
     ap.add_argument("--json", default=".bench/merge_speed.json")
+    ap.add_argument("--out-dtype", default="bfloat16", help="the merged model's dtype (float16 for checkpoints made with --dtype float16)")
     args = ap.parse_args()
     ck, work = Path(args.ckpt).resolve(), Path(args.work).resolve()
     if work.exists():
@@ -217,7 +218,7 @@ def main() -> None:
     compare_names = ["model.layers.3.mlp.up_proj.weight", "model.layers.0.self_attn.q_proj.weight", "model.norm.weight"]
     for m in args.methods.split(","):
         ours_cfg, mk_cfg = setups[m]
-        ours_cfg = {**ours_cfg, "dtype": "float32", "out_dtype": "bfloat16", "output": str(work / f"ours_{m}"), "shard_size": "2GB"}
+        ours_cfg = {**ours_cfg, "dtype": "float32", "out_dtype": args.out_dtype, "output": str(work / f"ours_{m}"), "shard_size": "2GB"}
         (work / f"ours_{m}.yaml").write_text(yaml.safe_dump(ours_cfg))
         cli = [sys.executable, "-m", "transfuse.cli", "merge", str(work / f"ours_{m}.yaml")]
         r = {}
@@ -246,7 +247,7 @@ def main() -> None:
             shutil.rmtree(work / f"ours_{m}", ignore_errors=True)
             shutil.move(str(work / f"keep_{m}"), str(work / f"ours_{m}"))
         if mk_cfg is not None:
-            mk_cfg = {**mk_cfg, "dtype": "float32", "out_dtype": "bfloat16"}
+            mk_cfg = {**mk_cfg, "dtype": "float32", "out_dtype": args.out_dtype}
             (work / f"mk_{m}.yaml").write_text(yaml.safe_dump(mk_cfg))
             r["mergekit"] = run_measured([args.mergekit, str(work / f"mk_{m}.yaml"), str(work / f"mk_{m}"), "--no-copy-tokenizer", "--quiet",
                                           "--out-shard-size", "1B"])
@@ -263,7 +264,7 @@ def main() -> None:
         shutil.rmtree(work / f"mk_{m}", ignore_errors=True)
         Path(args.json).write_text(json.dumps(results, indent=2))
     print()
-    print(f"inputs: 3 checkpoints, {in_gb:.2f} GB in all; one model {model_gb:.2f} GB (bf16); "
+    print(f"inputs: 3 checkpoints, {in_gb:.2f} GB in all; one model {model_gb:.2f} GB ({args.out_dtype}); "
           f"hashing the inputs once (model card digests, then remembered): {results['hash_inputs_once_seconds']:.1f} s")
     head = (f"{'method':12} {'ours s':>7} {'engine s':>8} {'cold s':>7} {'torch s':>8} {'mk s':>7} {'floor s':>8} {'direct s':>8} {'ours/floor':>10} {'/direct':>8} {'mk/ours':>8} "
             f"{'torch/ours':>10} {'ours RSS GB':>11} {'torch RSS':>9} {'mk RSS GB':>10} {'RSS/model':>9} {'|d| mk':>8} {'|d| torch':>9}")

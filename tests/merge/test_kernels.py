@@ -22,7 +22,7 @@ FAST_CASES = [
 ]
 
 
-@pytest.fixture(params=[torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
+@pytest.fixture(params=[torch.bfloat16, torch.float16, torch.float32], ids=["bf16", "fp16", "fp32"])
 def typed_family(request, tmp_path):
     """base + 3 experts, 16-bit or 32-bit, with exact zeros and repeated magnitudes in the deltas."""
     g = torch.Generator().manual_seed(1)
@@ -57,7 +57,7 @@ def _spy(monkeypatch):
 
 def _close(a, b, dtype):
     # the paths may round differently in the last bit (torch fuses multiply-adds, the kernels do not)
-    tol = {"rtol": 2 ** -7, "atol": 1e-6} if dtype == torch.bfloat16 else {"rtol": 1e-6, "atol": 1e-7}
+    tol = {torch.bfloat16: {"rtol": 2 ** -7, "atol": 1e-6}, torch.float16: {"rtol": 2 ** -10, "atol": 1e-6}}.get(dtype, {"rtol": 1e-6, "atol": 1e-7})
     torch.testing.assert_close(a.float(), b.float(), **tol)
 
 
@@ -97,7 +97,7 @@ def test_mixed_input_dtypes_take_the_torch_path(tmp_path, monkeypatch):
     g = torch.Generator().manual_seed(0)
     base = {"w": torch.randn(8, 4, generator=g)}
     e0 = {"w": (base["w"] + 0.1).to(torch.bfloat16)}
-    e1 = {"w": (base["w"] - 0.2).to(torch.float16)}  # float16: not a kernel dtype
+    e1 = {"w": (base["w"] - 0.2).to(torch.float16)}  # experts of two dtypes: the kernels take one
     paths = [write_model(tmp_path / n, t) for n, t in (("b", base), ("e0", e0), ("e1", e1))]
     calls = _spy(monkeypatch)
     out = read_model(transfuse.merge({"method": "task_arithmetic", "base_model": str(paths[0]), "output": str(tmp_path / "o"),
@@ -117,6 +117,32 @@ def test_bfloat16_rounding_matches_torch_on_special_values():
     nan = np.isnan(vals)
     assert np.array_equal(out[~nan], ref[~nan])
     assert np.isnan(torch.from_numpy(out.view(np.int16)).view(torch.bfloat16).float().numpy()[nan]).all()
+
+
+def test_float16_conversions_match_torch_bit_for_bit():
+    """The kernels read and write float16 through integer arithmetic: every one of the 65536
+    patterns reads as torch reads it, and writes round as torch rounds (halfway points, the
+    neighbours of every float16, subnormals, overflow); NaN stays NaN (payloads may differ)."""
+    halves = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.int16)
+    read = np.empty(halves.size, np.float32)
+    kernels.weighted_merge((halves,), None, read, [1.0])  # float16 in, float32 out: the read alone
+    ref = torch.from_numpy(halves.copy()).view(torch.float16).float().numpy()
+    nan = np.isnan(ref)
+    assert np.array_equal(read[~nan].view(np.uint32), ref[~nan].view(np.uint32))
+    assert np.isnan(read[nan]).all()
+    f = ref[~nan]
+    rng = np.random.default_rng(0)
+    vals = np.concatenate([
+        f, np.nextafter(f, np.float32(np.inf)), np.nextafter(f, np.float32(-np.inf)),
+        ((f[:-1].astype(np.float64) + f[1:]) / 2).astype(np.float32),  # halfway: ties to even
+        rng.standard_normal(100_000).astype(np.float32) * (10.0 ** rng.uniform(-9, 6, 100_000)).astype(np.float32),
+        np.array([65519.99, 65520.0, 1e9, -1e9, 2.9802322e-08, 1e-10, np.nan], np.float32)])
+    written = np.empty(vals.size, np.int16)
+    kernels.weighted_merge((vals,), None, written, [1.0])
+    ref16 = torch.from_numpy(vals).to(torch.float16).view(torch.int16).numpy()
+    nan = np.isnan(vals)
+    assert np.array_equal(written[~nan], ref16[~nan])
+    assert np.isnan(torch.from_numpy(written[nan]).view(torch.float16).float().numpy()).all()
 
 
 def _select(xs, base, ranks, cuts):

@@ -3,7 +3,7 @@
 Two paths, chosen per tensor:
 
 - fused (``kernels.py``): when numba is present, the method has a kernel for its configuration
-  and every input is a safetensors file of bfloat16/float32, each block of 2M entries goes from
+  and every input is a safetensors file of bfloat16/float16/float32, each block of 2M entries goes from
   the inputs' memory maps through one numba kernel straight into an output block (TIES first
   runs its selection passes: a sampled bracket, then one exact counting pass);
 - torch: positional block reads converted to the compute dtype (a thread pool keeps
@@ -40,8 +40,8 @@ from ..errors import TransfuseError
 from ._ops import seed_for
 from .config import parse_size
 from . import kernels
-from .dtypes import BF16, F32
-from .io import KERNEL_DTYPES, SIDE_FILES, LayoutWriter, LoraSource, OutSpec, SafetensorsSource, input_sha256, shard_layout
+from .dtypes import F32
+from .io import KERNEL_DTYPES, KERNEL_NP_DTYPES, SIDE_FILES, LayoutWriter, LoraSource, OutSpec, SafetensorsSource, input_sha256, shard_layout
 from .methods import MergeMethod, TensorContext
 from .plan import Plan, TensorPlan
 
@@ -528,7 +528,7 @@ def _fast_tensor(plan: Plan, inst: MergeMethod, t: TensorPlan, writer, writes: "
                 inst.fast_observe_tensor(p, xs, base, _ctx(plan, inst, t, r, None), state)
         inst.fast_finish_tensor_pass(p, state)
         p += 1
-    out_np = np.dtype(np.uint16) if t.out_dtype == BF16 else np.dtype(np.float32)
+    out_np = KERNEL_NP_DTYPES[t.out_dtype]
     for r in blocks:
         with _views(plan, inst, t, r) as (xs, base):
             out = pool.get(xs[0].shape[0], out_np)

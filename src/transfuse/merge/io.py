@@ -29,14 +29,16 @@ import numpy as np
 
 from .._lazy import torch
 from ..errors import TransfuseError
-from .dtypes import BF16, BY_CODE, F32, DType, of_torch
+from .dtypes import BF16, BY_CODE, F16, F32, DType, of_torch
 
 if TYPE_CHECKING:
     from torch import Tensor
 
 DTYPES = BY_CODE  # safetensors header code -> DType
-_NP_KERNEL_DTYPES = {BF16: np.dtype(np.uint16), F32: np.dtype(np.float32)}
-KERNEL_DTYPES = tuple(_NP_KERNEL_DTYPES)  # dtypes the fused kernels read and write
+# dtypes the fused kernels read and write, as the numpy arrays they see (16-bit formats as their
+# bit patterns: bfloat16 as uint16, float16 as int16, so that the kernels can tell them apart)
+KERNEL_NP_DTYPES = {BF16: np.dtype(np.uint16), F16: np.dtype(np.int16), F32: np.dtype(np.float32)}
+KERNEL_DTYPES = tuple(KERNEL_NP_DTYPES)
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 SIDE_FILES = (
     "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
@@ -175,9 +177,9 @@ class SafetensorsSource(Source):
 
     def array(self, name: str, rows: Optional[slice]):
         """Zero-copy 1-D numpy view of a tensor (or rows) in the file's memory map, for the fused
-        kernels: bfloat16 as uint16 bit patterns. ``release`` unmaps its pages after use."""
+        kernels (``KERNEL_NP_DTYPES``: 16-bit formats as bit patterns). ``release`` unmaps its pages after use."""
         start, end, shape, dtype = self._span(name, rows)
-        np_dtype = _NP_KERNEL_DTYPES[dtype]
+        np_dtype = KERNEL_NP_DTYPES[dtype]
         return np.frombuffer(self._map(self.table[name].file), dtype=np_dtype, count=(end - start) // np_dtype.itemsize, offset=start)
 
     def release(self, name: str, rows: Optional[slice]) -> None:
@@ -573,7 +575,7 @@ class LayoutWriter:
         """Write ``t`` (converted to the tensor's output dtype here) at its rows ``row0``...
 
         ``t`` is a tensor, or a 1-D numpy array already in the output dtype (a fused kernel's
-        output; bfloat16 as uint16). Called from one writer thread at a time (the conversion
+        output; 16-bit formats as bit patterns). Called from one writer thread at a time (the conversion
         buffer is reused).
         """
         i, off, row_bytes = self.where[name]

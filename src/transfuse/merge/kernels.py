@@ -7,13 +7,13 @@ kernels read bfloat16 / float32 entries straight from the mapped input files, do
 arithmetic in float32 registers and write the output dtype, so a merge is one pass over the
 inputs. They implement the same formulas as the torch methods (``methods/*.py``), which stay
 the reference: tests check both paths give the same merge. The engine uses a kernel only when
-every input is a safetensors file of bfloat16 or float32 and numba is importable
+every input is a safetensors file of bfloat16, float16 or float32 and numba is importable
 (``available()``; ``TRANSFUSE_MERGE_KERNELS=0`` switches them off); anything else takes the
 torch path. Compiled kernels are cached on disk by numba (first use: a few seconds).
 
 Conventions: ``xs`` is a tuple of K 1-D arrays (one block of each model; bfloat16 arrives as
-``uint16`` bit patterns), ``base`` a 1-D array of the same length (length 0 when unused), ``out``
-a 1-D ``uint16`` (bfloat16) or ``float32`` array. Arithmetic is float32 without contraction, as
+``uint16`` bit patterns, float16 as ``int16`` ones), ``base`` a 1-D array of the same length
+(length 0 when unused), ``out`` a 1-D ``uint16`` (bfloat16), ``int16`` (float16) or ``float32`` array. Arithmetic is float32 without contraction, as
 torch's eager ops.
 """
 from __future__ import annotations
@@ -68,6 +68,35 @@ if _HAVE_NUMBA:
 
         return types.uint64(f), codegen
 
+    M32 = np.uint64(MASK32)
+
+    # float16 <-> float32 by integer and float32 arithmetic (numba has no float16 on the CPU), in
+    # the branch-free form of the FP16 library (M. Dukhan) that torch's c10 uses: exact and
+    # round-to-nearest-even, so the fused path converts as torch does (NaN payloads aside).
+    @njit(inline="always")
+    def _f16_to_f32(h):
+        w = np.uint64(h) << np.uint64(16)
+        sign = w & np.uint64(0x80000000)
+        two_w = (w + w) & M32
+        normalized = _f32_from_bits((two_w >> np.uint64(4)) + np.uint64(0xE0 << 23)) * np.float32(2.0 ** -112)
+        denormalized = _f32_from_bits((two_w >> np.uint64(17)) | np.uint64(126 << 23)) - np.float32(0.5)
+        bits = _bits_from_f32(denormalized) if two_w < np.uint64(1 << 27) else _bits_from_f32(normalized)
+        return _f32_from_bits(sign | bits)
+
+    @njit(inline="always")
+    def _f32_to_f16(f):
+        base = (abs(f) * np.float32(2.0 ** 112)) * np.float32(2.0 ** -110)
+        w = _bits_from_f32(f)
+        shl1_w = (w + w) & M32
+        sign = w & np.uint64(0x80000000)
+        bias = shl1_w & np.uint64(0xFF000000)
+        if bias < np.uint64(0x71000000):
+            bias = np.uint64(0x71000000)
+        base = _f32_from_bits((bias >> np.uint64(1)) + np.uint64(0x07800000)) + base
+        bits = _bits_from_f32(base)
+        nonsign = ((bits >> np.uint64(13)) & np.uint64(0x7C00)) + (bits & np.uint64(0x0FFF))
+        return (sign >> np.uint64(16)) | (np.uint64(0x7E00) if shl1_w > np.uint64(0xFF000000) else nonsign)
+
     # (numba-level inlining of these into parallel loops fails; LLVM inlines them anyway)
     def load(arr, pos):  # pragma: no cover - replaced by the overload inside kernels
         raise NotImplementedError
@@ -76,6 +105,8 @@ if _HAVE_NUMBA:
     def _load(arr, pos):
         if arr.dtype == types.uint16:  # bfloat16: the high half of a float32
             return lambda arr, pos: _f32_from_bits(np.uint64(arr[pos]) << np.uint64(16))
+        if arr.dtype == types.int16:  # float16 (as int16, to tell it from bfloat16)
+            return lambda arr, pos: _f16_to_f32(np.uint16(arr[pos]))
         if arr.dtype == types.float32:
             return lambda arr, pos: arr[pos]
         return None
@@ -92,6 +123,10 @@ if _HAVE_NUMBA:
                 else:
                     bits = _bits_from_f32(val)
                     dst[pos] = np.uint16((bits + ((bits >> np.uint64(16)) & np.uint64(1)) + np.uint64(0x7FFF)) >> np.uint64(16))
+            return impl
+        if dst.dtype == types.int16:
+            def impl(dst, pos, val):  # round to nearest even, as torch's float -> float16
+                dst[pos] = np.int16(np.uint16(_f32_to_f16(val)))
             return impl
         if dst.dtype == types.float32:
             def impl(dst, pos, val):
@@ -230,7 +265,7 @@ if _HAVE_NUMBA:
                 below[t, k] += under[k]
 
 
-_EMPTY = {np.dtype(np.uint16): np.zeros(0, np.uint16), np.dtype(np.float32): np.zeros(0, np.float32)}
+_EMPTY = {np.dtype(t): np.zeros(0, t) for t in (np.uint16, np.int16, np.float32)}
 
 
 def weighted_merge(xs: tuple, base, out: np.ndarray, coef, *, divisor: float = 1.0,
