@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-
 from .._ops import disjoint_merge, elect_sign, per_model, tensor_magnitude_stats, tensor_magnitude_values
 from . import MergeMethod, TensorContext, methods
 

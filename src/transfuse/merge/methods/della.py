@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..._lazy import torch
-
 from .._ops import disjoint_merge, elect_sign, per_model
 from . import MergeMethod, TensorContext, methods
 

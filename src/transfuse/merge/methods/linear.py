@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-
 from .. import kernels
 from .._ops import weighted_sum
 from . import MergeMethod, TensorContext, methods

@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..._lazy import torch
-
 from .._ops import per_model
 from . import MergeMethod, TensorContext, methods
 

@@ -7,12 +7,10 @@ colinear tensors (|cos| > 0.9995, mergekit's threshold) fall back to linear inte
 """
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
-import math
-
 from ..._lazy import torch
-
 from . import MergeMethod, TensorContext, methods
 
 if TYPE_CHECKING:

@@ -19,13 +19,12 @@ which only differs on exact cancellations.
 """
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
-import math
-
 import numpy as np
-from ..._lazy import torch
 
+from ..._lazy import torch
 from .. import kernels
 from .._ops import RadixSelect, disjoint_merge, elect_sign, keep_rank, per_model, tensor_magnitude_stats, tensor_magnitude_values
 from . import MergeMethod, TensorContext, methods

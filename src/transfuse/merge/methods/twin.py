@@ -10,12 +10,10 @@ Followed the method of the official code (github.com/LZY-the-boys/Twin-Merging).
 """
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
-import math
-
 from ..._lazy import torch
-
 from .._ops import per_model
 from . import MergeMethod, TensorContext, methods
 
