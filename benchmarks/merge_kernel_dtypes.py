@@ -1,8 +1,9 @@
 """How the fused merge kernels' speed depends on the input dtype, in one run.
 
-Times the linear kernel (``kernels.weighted_merge``: two models in, float32 out) on 16.8M-entry
-arrays of bfloat16, float16 and float32, and a float16 read alone (the same two arrays decoded
-and added), median of 7 after a warm-up call. In-memory arrays: no file I/O, no page faults.
+Times the linear kernel (``kernels.weighted_merge``: three models in, the same dtype out, as the
+1B benchmark's linear merge) on 16.8M-entry arrays of bfloat16, float16 and float32, and a
+float16 read alone (two arrays decoded and added into float32), median of 7 after a warm-up
+call. In-memory arrays: no file I/O, no page faults.
 
     .venv/bin/python benchmarks/merge_kernel_dtypes.py
 """
@@ -38,20 +39,21 @@ def _median_seconds(fn, repeats: int = 7) -> float:
 
 def main() -> None:
     rng = np.random.default_rng(0)
-    values = [(rng.standard_normal(N) * 0.02).astype(np.float32) for _ in range(2)]
+    values = [(rng.standard_normal(N) * 0.02).astype(np.float32) for _ in range(3)]
     arrays = {
         "bfloat16": tuple((v.view(np.uint32) >> 16).astype(np.uint16) for v in values),
         "float16": tuple(v.astype(np.float16).view(np.int16) for v in values),
         "float32": tuple(values),
     }
-    out = np.empty(N, np.float32)
-    print(f"{'input dtype':12} {'linear kernel s':>16} {'vs bfloat16':>12}")
+    print(f"{'dtype':12} {'linear kernel s':>16} {'vs bfloat16':>12}")
     base = None
     for name, xs in arrays.items():
-        s = _median_seconds(lambda xs=xs: kernels.weighted_merge(xs, None, out, [0.5, 0.5]))
+        out = np.empty(N, xs[0].dtype)
+        s = _median_seconds(lambda xs=xs, out=out: kernels.weighted_merge(xs, None, out, [0.4, 0.3, 0.3]))
         base = base or s
         print(f"{name:12} {s:16.4f} {s / base:11.2f}x")
-    read = _median_seconds(lambda: _read_two(*arrays["float16"], out))
+    out = np.empty(N, np.float32)
+    read = _median_seconds(lambda: _read_two(*arrays["float16"][:2], out))
     print(f"float16 read of both arrays alone (no merge): {read:.4f} s")
 
 
