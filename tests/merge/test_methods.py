@@ -110,14 +110,19 @@ def test_ties_global_topk_matches_reference_formula(family):
 def test_radix_select_exact():
     g = torch.Generator().manual_seed(1)
     x = torch.randn(2, 5000, generator=g)
+    # signed special values: infinities, signed zeros, subnormals, ties
+    x[0, :8] = torch.tensor([float("-inf"), float("inf"), -0.0, 0.0, -1e-42, 1e-42, -3.0, -3.0])
+    x[1, :4] = torch.tensor([-1e30, -1e-30, -2.5, -2.5])
+    ranks = [0, 1, 2, 17, 2499, 2500, 4997, 4998, 4999]
     rs = RadixSelect(2)
     for c in x.split(700, 1):
         rs.add_coarse(c)
-    rs.set_ranks([[0, 17, 4999]] * 2)
+    rs.set_ranks([ranks] * 2)
     for c in x.split(700, 1):
         rs.add_fine(c)
-    ref = torch.sort(x, 1).values[:, [0, 17, 4999]]
+    ref = torch.sort(x, 1).values[:, ranks]
     assert torch.equal(rs.values(), ref)
+    assert torch.equal(rs.values().view(torch.int32), ref.view(torch.int32))  # -0.0 stays -0.0
 
 
 def test_dare_drop_and_rescale():

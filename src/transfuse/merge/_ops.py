@@ -17,16 +17,17 @@ _BINS = 1 << 16
 
 
 def float_keys(x: Tensor) -> Tensor:
-    """int64 keys whose integer order equals the float order of ``x`` (any shape, float32)."""
-    bits = x.contiguous().to(torch.float32).view(torch.int32).to(torch.int64)
-    u = bits & 0xFFFFFFFF
-    return torch.where(bits < 0, (~u) & 0xFFFFFFFF, u | 0x80000000)
+    """int32 keys whose signed integer order equals the float order of ``x`` (any shape, float32;
+    -0.0 just below +0.0): negative floats get their 31 low bits flipped. Three int32 ops (the
+    int64 form with ``where`` took ~30% of PCB's time)."""
+    bits = x.contiguous().to(torch.float32).view(torch.int32)
+    return bits ^ ((bits >> 31) & 0x7FFFFFFF)
 
 
 def keys_to_float(keys: Tensor) -> Tensor:
-    u = torch.where((keys & 0x80000000) != 0, keys & 0x7FFFFFFF, (~keys) & 0xFFFFFFFF)
-    u = torch.where(u >= (1 << 31), u - (1 << 32), u)  # to signed int32 range
-    return u.to(torch.int32).view(torch.float32)
+    """The floats of ``float_keys`` keys (the map is its own inverse)."""
+    k = keys.to(torch.int32)
+    return (k ^ ((k >> 31) & 0x7FFFFFFF)).view(torch.float32)
 
 
 class RadixSelect:
@@ -46,15 +47,19 @@ class RadixSelect:
         self.fine: Tensor | None = None
         self.bins: Tensor | None = None
 
-    def _keys(self, v: Tensor) -> Tensor:
+    def _keys(self, v: Tensor) -> Tuple[Tensor, Tensor]:
+        """(keys, top 16 bits in [0, 65536)) as int32; keys - 2**31 for signed values, whose
+        unsigned order key is keys + 2**31 (same low 16 bits, top bits shifted by 32768)."""
         if self.nonneg:
-            return v.contiguous().to(torch.float32).view(torch.int32)  # order key of |x| >= 0
-        return float_keys(v)
+            keys = v.contiguous().to(torch.float32).view(torch.int32)  # order key of |x| >= 0
+            return keys, keys >> 16
+        keys = float_keys(v)
+        return keys, (keys >> 16) + 32768
 
     def add_coarse(self, v: Tensor) -> None:
         """v: (S, n) float values of each stream."""
         v = v.reshape(self.streams, -1)
-        hi = self._keys(v) >> 16  # (S, n) in [0, 65536)
+        _, hi = self._keys(v)  # (S, n) in [0, 65536)
         if self.streams > 1:
             hi = hi + (torch.arange(self.streams, dtype=hi.dtype) * _BINS).unsqueeze(1)
         self.coarse += torch.bincount(hi.reshape(-1), minlength=self.streams * _BINS)
@@ -73,8 +78,7 @@ class RadixSelect:
     def add_fine(self, v: Tensor) -> None:
         assert self.bins is not None and self.fine is not None
         v = v.reshape(self.streams, -1)
-        keys = self._keys(v)
-        hi = keys >> 16
+        keys, hi = self._keys(v)
         R = self.bins.shape[1]
         for s in range(self.streams):
             for r, b in enumerate(self._bin_list[s]):
@@ -89,10 +93,10 @@ class RadixSelect:
         S, R = self.bins.shape
         cum = self.fine.view(S, R, _BINS).cumsum(2)
         low = torch.searchsorted(cum, self.residual.unsqueeze(2), right=True).squeeze(2)  # (S, R)
-        keys = (self.bins << 16) | low
+        keys = (self.bins << 16) | low  # unsigned order keys, int64
         if self.nonneg:
             return keys.to(torch.int32).view(torch.float32)
-        return keys_to_float(keys)
+        return keys_to_float(keys - (1 << 31))
 
 
 def keep_rank(n: int, density: float) -> int:
