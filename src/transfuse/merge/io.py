@@ -34,7 +34,6 @@ from .dtypes import BF16, BY_CODE, F16, F32, DType, of_torch
 if TYPE_CHECKING:
     from torch import Tensor
 
-DTYPES = BY_CODE  # safetensors header code -> DType
 # dtypes the fused kernels read and write, as the numpy arrays they see (16-bit formats as their
 # bit patterns: bfloat16 as uint16, float16 as int16, so that the kernels can tell them apart)
 KERNEL_NP_DTYPES = {BF16: np.dtype(np.uint16), F16: np.dtype(np.int16), F32: np.dtype(np.float32)}
@@ -75,12 +74,12 @@ def read_header(path: Path) -> Dict[str, TensorInfo]:
     for name, meta in header.items():
         if name == "__metadata__":
             continue
-        if meta.get("dtype") not in DTYPES:
+        if meta.get("dtype") not in BY_CODE:
             raise TransfuseError(f"{str(path)!r}: tensor {name!r} has unsupported dtype {meta.get('dtype')!r}")
         a, b = meta["data_offsets"]
         if base + b > size:
             raise TransfuseError(f"{str(path)!r} is truncated (tensor {name!r} ends past the end of the file); re-download it")
-        out[name] = TensorInfo(path, DTYPES[meta["dtype"]], tuple(meta["shape"]), base + a, base + b)
+        out[name] = TensorInfo(path, BY_CODE[meta["dtype"]], tuple(meta["shape"]), base + a, base + b)
     return out
 
 

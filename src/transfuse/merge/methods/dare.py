@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..._lazy import torch
 from .. import kernels
 from .._ops import counter_key, disjoint_merge, elect_sign, keep_threshold, per_model, weighted_sum
 from . import MergeMethod, TensorContext, methods

@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from ..._lazy import torch
 from . import MergeMethod, TensorContext, methods
 
 if TYPE_CHECKING:

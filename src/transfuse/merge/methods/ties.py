@@ -68,8 +68,7 @@ class Ties(MergeMethod):
         self.fast_tensor_passes = self.tensor_passes
         self._sel: RadixSelect | None = None
         self._fsel: kernels.MagnitudeSelect | None = None  # the fused path's global selection
-        self._thr: Tensor | None = None
-        self._thr_np: np.ndarray | None = None  # the fused selection's thresholds
+        self._thr: np.ndarray | None = None  # (K,) float32 global thresholds, from either path's selection
         self._dens: list = []
 
     # -- global top-k: two streaming passes over the whole model
@@ -88,7 +87,7 @@ class Ties(MergeMethod):
         if self._fsel is not None:
             _finish_selection(self._fsel, pass_index, self._dens)
             if pass_index == self._fsel.passes - 1:
-                self._thr_np = self._fsel.values()  # (K,) float32
+                self._thr = self._fsel.values()
             return
         if self._sel is None:
             return
@@ -96,7 +95,7 @@ class Ties(MergeMethod):
             n = int(self._sel.count[0])
             self._sel.set_ranks([[keep_rank(n, d)] for d in self._dens])
         else:
-            self._thr = self._sel.values()[:, 0]  # (K,)
+            self._thr = self._sel.values()[:, 0].numpy()
 
     # -- per-tensor top-k
     def observe_tensor(self, pass_index, x, w, ctx, state) -> None:
@@ -105,10 +104,8 @@ class Ties(MergeMethod):
 
     def thresholds(self, x: Tensor, ctx: TensorContext) -> Tensor:
         if self.topk == "global":
-            if self._thr is None and self._thr_np is not None:
-                self._thr = torch.from_numpy(self._thr_np)
             assert self._thr is not None, "global top-k needs its statistics passes first"
-            return self._thr
+            return torch.from_numpy(self._thr)
         dens = ctx.params["density"]
         return tensor_magnitude_values(x, ctx.extra.setdefault("state", {}), lambda n, k: [keep_rank(n, dens[k])])[:, 0]
 
@@ -146,10 +143,8 @@ class Ties(MergeMethod):
 
     def fast_merge(self, xs, base, out, w, ctx, state) -> None:
         if self.topk == "global":
-            if self._thr_np is None:
-                assert self._thr is not None, "global top-k needs its statistics passes first"
-                self._thr_np = self._thr.numpy().astype(np.float32)
-            thr = self._thr_np
+            assert self._thr is not None, "global top-k needs its statistics passes first"
+            thr = self._thr
         else:
             if "thr" not in state:
                 state["thr"] = state["fsel"].values()
