@@ -194,6 +194,111 @@ def test_magnitude_select_falls_back_when_the_sample_misleads(monkeypatch):
     assert got[0] == np.partition(np.abs(x - base), n // 2)[n // 2] == 1.0
 
 
+def _to_bits(v: np.ndarray, dtype) -> np.ndarray:
+    """float32 values rounded to a 16-bit dtype, as the kernels' bit-pattern arrays."""
+    t = torch.from_numpy(np.ascontiguousarray(v, np.float32)).to(dtype)
+    return t.view(torch.int16).numpy().view(np.uint16 if dtype == torch.bfloat16 else np.int16).copy()
+
+
+def _from_bits(a: np.ndarray) -> np.ndarray:
+    dtype = torch.bfloat16 if a.dtype == np.uint16 else torch.float16
+    return torch.from_numpy(a.view(np.int16).copy()).view(dtype).float().numpy()
+
+
+def _select_16bit(xs, base, density):
+    n = base.size
+    ranks = [keep_rank(n, density)] * len(xs)
+    got, passes = _select(xs, base, ranks, [0, n // 3 + 5, n])
+    ref = [np.partition(np.abs(_from_bits(x) - _from_bits(base)), r)[r] for x, r in zip(xs, ranks)]
+    assert np.array_equal(got, np.array(ref, np.float32))
+    return passes
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def test_magnitude_select_pins_a_16bit_rank_with_candidate_counts(dtype):
+    """Differences of 16-bit weights of one exponent are 16-bit values: |tau| piles up on them,
+    and counting the entries under g and g + 1 for those keys g pins the rank: 2 passes, exact."""
+    rng = np.random.default_rng(3)
+    n = 5_000_003
+    w = rng.uniform(1.0, 2.0, n).astype(np.float32)  # one exponent: the step is 2 ** -7 (bf16), 2 ** -10 (fp16)
+    step = 2.0 ** (-7 if dtype == torch.bfloat16 else -10)
+    base = _to_bits(w, dtype)
+    xs = tuple(_to_bits(_from_bits(base) + (np.round(rng.standard_normal(n) * 3) * step * (k + 1)).astype(np.float32), dtype)
+               for k in range(2))
+    for density in (0.1, 0.5, 0.9):
+        assert _select_16bit(xs, base, density) == 2, density
+
+
+def test_magnitude_select_counts_the_keys_between_candidates():
+    """Where the rank's key is not a 16-bit value (differences across exponents), the candidate
+    counts narrow it to the keys between two candidates, which a range pass counts: 3 passes."""
+    rng = np.random.default_rng(4)
+    n = 5_000_003
+    base = _to_bits(rng.uniform(1.0, 2.0, n), torch.bfloat16)
+    xs = (_to_bits(rng.uniform(2.0 ** -8, 2.0 ** -7, n), torch.bfloat16),)  # |tau| ~ 1 in steps of 2 ** -15: 16 bits
+    assert _select_16bit(xs, base, 0.5) == 3
+
+
+def test_magnitude_select_candidates_fall_back_when_the_sample_misleads(monkeypatch):
+    """bfloat16 inputs whose sample misses the rank: the candidate counts see it outside the
+    bracket and the plain radix passes follow, exact."""
+    monkeypatch.setattr(kernels, "SAMPLE_SD", 0.0)
+    monkeypatch.setattr(kernels, "SAMPLE_MIN", 1000)
+    n = 200_000
+    period = kernels.SAMPLE_RUN * kernels.SAMPLE_EVERY
+    sampled = (np.arange(n) % period) < kernels.SAMPLE_RUN
+    base = _to_bits(np.zeros(n), torch.bfloat16)
+    x = _to_bits(np.where(sampled, 0.5, 1.0), torch.bfloat16)
+    got, passes = _select((x,), base, [n // 2], [0, n])
+    assert passes == 4
+    assert got[0] == 1.0
+
+
+def _ties_reference(xs, base, thr, w, sign_weighted, normalize, scale):
+    """The TIES kernel's per-entry formula in numpy float32, in its order of operations."""
+    b = _from_bits(base)
+    taus = [np.where(np.abs(_from_bits(x) - b) < t, np.float32(0), _from_bits(x) - b) for x, t in zip(xs, thr)]
+    s = np.zeros_like(b)
+    for tau, wk in zip(taus, w):
+        s = s + (wk * tau if sign_weighted else tau)
+    sign = np.where(s < 0, np.float32(-1), np.float32(1))
+    num, den = np.zeros_like(b), np.zeros_like(b)
+    for tau, wk in zip(taus, w):
+        agree = tau * sign > 0
+        num = num + np.where(agree, wk * tau, np.float32(0))
+        den = den + np.where(agree, wk if normalize == 2 else np.float32(1), np.float32(0))
+    r = {0: num, 1: num / np.maximum(den, np.float32(1)), 2: num / np.maximum(den, np.float32(1e-12))}[normalize]
+    return b + np.float32(scale) * r
+
+
+@pytest.mark.parametrize("K", [1, 2, 5])
+def test_kernels_are_compiled_for_any_number_of_models(K):
+    """The per-model code is unrolled for the K a kernel is compiled for: TIES, task arithmetic
+    and linear equal their formulas in float32 for 1, 2 and 5 models."""
+    rng = np.random.default_rng(K)
+    n = 10_007
+    base = _to_bits(rng.standard_normal(n), torch.bfloat16)
+    xs = tuple(_to_bits(_from_bits(base) + rng.standard_normal(n).astype(np.float32) * 0.1, torch.bfloat16) for _ in range(K))
+    thr = rng.uniform(0.02, 0.1, K).astype(np.float32)
+    w = rng.uniform(0.5, 1.5, K).astype(np.float32)
+    for sign_weighted, normalize in [(False, 1), (True, 2), (False, 0)]:
+        out = np.empty(n, np.float32)
+        kernels.ties(xs, base, thr, w, sign_weighted, normalize, np.float32(0.8), out)
+        ref = _ties_reference(xs, base, thr, w, sign_weighted, normalize, 0.8)
+        assert np.array_equal(out, ref), (sign_weighted, normalize)
+    out = np.empty(n, np.float32)
+    kernels.weighted_merge(xs, base, out, w, divisor=1.5)
+    acc = w[0] * (_from_bits(xs[0]) - _from_bits(base))
+    for x, wk in zip(xs[1:], w[1:]):
+        acc = acc + wk * (_from_bits(x) - _from_bits(base))
+    assert np.array_equal(out, acc / np.float32(1.5) + _from_bits(base))
+    kernels.weighted_merge(xs, None, out, w)
+    acc = w[0] * _from_bits(xs[0])
+    for x, wk in zip(xs[1:], w[1:]):
+        acc = acc + wk * _from_bits(x)
+    assert np.array_equal(out, acc)
+
+
 _CLI_REPORTS_TORCH = (
     "import sys\n"
     "from transfuse.cli import main\n"

