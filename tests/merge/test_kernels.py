@@ -254,6 +254,69 @@ def test_magnitude_select_candidates_fall_back_when_the_sample_misleads(monkeypa
     assert got[0] == 1.0
 
 
+def _select_on_a_guess(xs, base, ranks, cuts):
+    """As the per-tensor TIES merge drives it: the sample, a guess counted block by block (as
+    while merging), its verdict, and the passes that follow a wrong guess; (values, verdict)."""
+    sel = kernels.MagnitudeSelect(len(xs), base.size)
+    blocks = [(tuple(x[a:b] for x in xs), base[a:b], a) for a, b in zip(cuts[:-1], cuts[1:])]
+    for bx, bb, a in blocks:
+        sel.add(0, bx, bb, a)
+    sel.set_ranks(ranks, guess=True)
+    assert sel.guess is not None and sel.passes == 1
+    for bx, bb, _ in blocks:
+        sel.count_guess(bx, bb)
+    verdict = sel.verify_guess()
+    p = 1
+    while p < sel.passes:
+        for bx, bb, a in blocks:
+            sel.add(p, bx, bb, a)
+        sel.finish_pass(p)
+        p += 1
+    return sel.values(), verdict
+
+
+def test_a_guessed_bfloat16_threshold_is_verified_or_replaced():
+    """Per-tensor TIES on bfloat16 merges on the sample's guess (the rank's key a bfloat16 value)
+    and counts while merging: a right guess stands, a wrong one is followed by the counting
+    passes; the threshold is exact either way."""
+    rng = np.random.default_rng(5)
+    n = 5_000_003
+    cuts = [0, n // 3 + 5, n]
+    base = _to_bits(rng.uniform(1.0, 2.0, n), torch.bfloat16)
+    same_exponent = tuple(_to_bits(_from_bits(base) + (np.round(rng.standard_normal(n) * 3) * 2.0 ** -7 * (k + 1)).astype(np.float32),
+                                   torch.bfloat16) for k in range(2))
+    across = (_to_bits(rng.uniform(2.0 ** -8, 2.0 ** -7, n), torch.bfloat16),)
+    for xs, expect in ((same_exponent, True), (across, False)):
+        ranks = [keep_rank(n, 0.5)] * len(xs)
+        got, verdict = _select_on_a_guess(xs, base, ranks, cuts)
+        ref = [np.partition(np.abs(_from_bits(x) - _from_bits(base)), r)[r] for x, r in zip(xs, ranks)]
+        assert np.array_equal(got, np.array(ref, np.float32))
+        assert verdict is expect
+
+
+def test_per_tensor_ties_redoes_a_tensor_merged_on_a_wrong_guess(tmp_path, monkeypatch):
+    """Engine: tensors whose guessed threshold proves wrong are merged again over the same output;
+    the merge equals the torch path's, with right and wrong guesses both seen."""
+    g = torch.Generator().manual_seed(7)
+    base = {"a": torch.rand(300, 64, generator=g) + 1.0, "b": torch.rand(200, 64, generator=g) + 1.0}
+    paths = {"base": write_model(tmp_path / "base", {k: v.bfloat16() for k, v in base.items()})}
+    for i in range(2):
+        steps = torch.round(torch.randn(300, 64, generator=g) * 3) * 2.0 ** -7  # "a": bfloat16 deltas (a right guess)
+        ex = {"a": base["a"].bfloat16().float() + steps, "b": torch.rand(200, 64, generator=g) * 2.0 ** -7 + 2.0 ** -8}
+        paths[f"e{i}"] = write_model(tmp_path / f"e{i}", {k: v.bfloat16() for k, v in ex.items()})
+    verdicts = []
+    real = kernels.MagnitudeSelect.verify_guess
+    monkeypatch.setattr(kernels.MagnitudeSelect, "verify_guess", lambda self: (verdicts.append(real(self)), verdicts[-1])[1])
+    fam = {"paths": paths, "root": tmp_path, "dtype": torch.bfloat16}
+    params = {"density": 0.5, "topk": "per_tensor"}
+    fused = _run(fam, "ties", params, "fused", weights=(1.0, 0.7))
+    assert sorted(verdicts) == [False, True]
+    monkeypatch.setenv("TRANSFUSE_MERGE_KERNELS", "0")
+    ref = _run(fam, "ties", params, "torch", weights=(1.0, 0.7))
+    for k in ref:
+        assert torch.equal(fused[k], ref[k]), k
+
+
 def _ties_reference(xs, base, thr, w, sign_weighted, normalize, scale):
     """The TIES kernel's per-entry formula in numpy float32, in its order of operations."""
     b = _from_bits(base)

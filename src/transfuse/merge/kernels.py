@@ -417,6 +417,13 @@ class MagnitudeSelect:
     - ``top``, ``low``: should a rank fall outside its bracket, the plain exact two-pass radix
       select (top 16 bits of every entry, then the low 16 bits inside the rank's bin).
 
+    ``set_ranks(ranks, guess=True)`` (bfloat16 inputs; per-tensor TIES) skips the counting passes
+    on a bet: that the rank is the key g of the sample's estimated bin with its low 16 bits zero
+    (a bfloat16 value). The caller merges with g as the threshold and counts the entries under g
+    and g + 1 of each merged block while it is in cache (``count_guess``); ``verify_guess`` then
+    says whether g was the rank (exact: the merge stands) or appends the passes above, after which
+    the caller merges again.
+
     The answer is exact either way; only the number of passes depends on the data.
     The numba counterpart of ``_ops.RadixSelect(nonneg=True)``. Feed blocks with
     ``add(pass_index, xs, base, start)`` (start: flat index of the block in its tensor); works
@@ -433,6 +440,7 @@ class MagnitudeSelect:
         self.stride = 0  # key spacing of differences representable in the inputs' 16-bit dtype
         self.ranks: list = []
         self.found: Optional[np.ndarray] = None
+        self.guess: Optional[np.ndarray] = None  # (K, 2) keys g, g + 1 while a guess is open
 
     @property
     def passes(self) -> int:
@@ -452,27 +460,33 @@ class MagnitudeSelect:
         else:
             hist_low(xs, base, self.bins, self.local)
 
-    def set_ranks(self, ranks: list) -> None:
-        """After the sample: the bracket of keys holding every rank, and the next pass."""
+    def set_ranks(self, ranks: list, guess: bool = False) -> None:
+        """After the sample: the bracket of keys holding every rank, and the next pass (or, with
+        ``guess`` on bfloat16 inputs, the guessed keys; see the class docstring)."""
         self.ranks = [int(r) for r in ranks]
         sample = self.local.sum(0)  # (K, BINS)
         m = int(sample[0].sum())
         cum = sample.cumsum(1)
-        lo, hi = [], []
+        lo, hi, mids = [], [], []
         for k, r in enumerate(self.ranks):
             if self.every == 1:  # the sample is everything: the bin holding the rank, exactly
-                b0 = b1 = min(int(np.searchsorted(cum[k], r, side="right")), BINS - 1)
+                b0 = b1 = mid = min(int(np.searchsorted(cum[k], r, side="right")), BINS - 1)
             else:
                 q = (r + 0.5) / max(self.n, 1)
                 margin = SAMPLE_SD * float(np.sqrt(SAMPLE_INFLATE * m * q * (1 - q))) + SAMPLE_RUN
+                mid = min(int(np.searchsorted(cum[k], q * m, side="right")), BINS - 1)
                 b0 = min(int(np.searchsorted(cum[k], max(q * m - margin, 0.0), side="right")), BINS - 1)
                 b1 = min(max(int(np.searchsorted(cum[k], min(q * m + margin, m - 1), side="right")), b0), BINS - 1)
                 if b1 - b0 + 1 > MAX_BRACKET_BINS:  # too wide to count: centred on the estimate (a miss falls back)
-                    mid = min(int(np.searchsorted(cum[k], q * m, side="right")), BINS - 1)
                     b0 = max(0, min(mid - MAX_BRACKET_BINS // 2, BINS - MAX_BRACKET_BINS))
                     b1 = b0 + MAX_BRACKET_BINS - 1
             lo.append(b0 << 16)
             hi.append((b1 + 1) << 16)
+            mids.append(mid)
+        self.guess = None
+        if guess and self.stride == BINS:
+            self.guess = np.array([[b << 16, (b << 16) + 1] for b in mids], np.uint32)  # (K, 2): g, g + 1
+            self.guess_below = np.zeros((self.threads, self.k, 2), np.int64)
         per_bin = BINS // self.stride if self.stride else 0
         widest = max(h - l for l, h in zip(lo, hi)) >> 16
         if self.stride and 2 * per_bin * widest + 1 <= MAX_CANDIDATES:
@@ -483,6 +497,28 @@ class MagnitudeSelect:
         else:
             self.kinds[1] = "range"
             self._bracket(lo, hi)
+        if self.guess is not None:
+            self.pending, self.kinds = self.kinds[1:], self.kinds[:1]  # run only if the guess fails
+
+    def guess_values(self) -> np.ndarray:
+        """(K,) float32 guessed thresholds (while a guess is open)."""
+        return self.guess[:, 0].view(np.float32).copy()
+
+    def count_guess(self, xs: tuple, base: np.ndarray) -> None:
+        """Count a block's entries under g and g + 1 (right after merging it: it is in cache)."""
+        count_below(xs, base, self.guess, self.guess_below)
+
+    def verify_guess(self) -> bool:
+        """After every block was merged and counted: True when each guess was the rank exactly
+        (ranks in [#under g, #under g + 1)); else the passes that pin the ranks follow."""
+        below = self.guess_below.sum(0)
+        ok = all(int(below[k, 0]) <= r < int(below[k, 1]) for k, r in enumerate(self.ranks))
+        if ok:
+            self.found = self.guess[:, 0].copy()
+        else:
+            self.kinds += self.pending
+        self.guess = None
+        return ok
 
     def _bracket(self, lo: list, hi: list) -> None:
         """Key brackets [lo_k, hi_k) for a range pass."""

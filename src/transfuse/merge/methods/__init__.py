@@ -137,6 +137,12 @@ class MergeMethod:
         """Write the merged block into ``out`` (w: (K,) float32 numpy)."""
         raise NotImplementedError
 
+    def fast_tensor_merged(self, state: Dict[str, Any]) -> bool:
+        """After a tensor's merge: False when it was merged on a guess that turned out wrong; the
+        engine then runs the per-tensor passes that follow and merges the tensor again, over the
+        same output."""
+        return True
+
 
 def get_method(name: str) -> type:
     return methods.get(name)

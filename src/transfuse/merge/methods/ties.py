@@ -44,10 +44,10 @@ def _check(density: float, topk: str, sign_from: str, normalize: str) -> None:
         raise ValueError(f"normalize must be 'count', 'weights' or 'none', got {normalize!r}")
 
 
-def _finish_selection(sel: "kernels.MagnitudeSelect", pass_index: int, dens: list) -> None:
+def _finish_selection(sel: "kernels.MagnitudeSelect", pass_index: int, dens: list, guess: bool = False) -> None:
     """The fused selection after a pass: the kept-rank of every model once the sample is in."""
     if pass_index == 0:
-        sel.set_ranks([keep_rank(sel.n, d) for d in dens])
+        sel.set_ranks([keep_rank(sel.n, d) for d in dens], guess=guess)
     else:
         sel.finish_pass(pass_index)
 
@@ -139,15 +139,21 @@ class Ties(MergeMethod):
         state["fsel"].add(pass_index, xs, base, ctx.start)
 
     def fast_finish_tensor_pass(self, pass_index, state) -> None:
-        _finish_selection(state["fsel"], pass_index, state["dens"])
+        # per tensor, bfloat16: merge on the sample's guess of the threshold, verified while merging
+        _finish_selection(state["fsel"], pass_index, state["dens"], guess=True)
 
     def fast_merge(self, xs, base, out, w, ctx, state) -> None:
         if self.topk == "global":
             assert self._thr is not None, "global top-k needs its statistics passes first"
             thr = self._thr
         else:
-            if "thr" not in state:
-                state["thr"] = state["fsel"].values()
-            thr = state["thr"]
+            sel = state["fsel"]
+            thr = sel.guess_values() if sel.guess is not None else sel.values()
         normalize = {"none": 0, "count": 1, "weights": 2}[self.normalize]
         kernels.ties(xs, base, thr, w, self.sign_from == "weighted", normalize, np.float32(self.scale), out)
+        if self.topk != "global" and state["fsel"].guess is not None:
+            state["fsel"].count_guess(xs, base)
+
+    def fast_tensor_merged(self, state) -> bool:
+        sel = state.get("fsel")
+        return sel is None or sel.guess is None or sel.verify_guess()
