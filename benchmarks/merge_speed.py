@@ -168,7 +168,7 @@ def _some_names(folder: Path) -> list:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--ckpt", default=".bench/merge_ckpt")
-    ap.add_argument("--mergekit", default=".bench/mkvenv/bin/mergekit-yaml")
+    ap.add_argument("--mergekit", default=".bench/mkvenv/bin/mergekit-yaml", help="mergekit-yaml to compare with; none: skip mergekit")
     ap.add_argument("--work", default=".bench/merge_runs")
     ap.add_argument("--methods", default="linear,ties,dare,ties_global,pcb")
     ap.add_argument("--torch-path", default="linear,ties,dare", help="methods also timed on the plain PyTorch path")
@@ -246,7 +246,7 @@ def main() -> None:
                 r["max_abs_diff_vs_torch_path"] = compare(work / f"keep_{m}", work / f"ours_{m}", compare_names)
             shutil.rmtree(work / f"ours_{m}", ignore_errors=True)
             shutil.move(str(work / f"keep_{m}"), str(work / f"ours_{m}"))
-        if mk_cfg is not None:
+        if mk_cfg is not None and args.mergekit != "none":
             mk_cfg = {**mk_cfg, "dtype": "float32", "out_dtype": args.out_dtype}
             (work / f"mk_{m}.yaml").write_text(yaml.safe_dump(mk_cfg))
             r["mergekit"] = run_measured([args.mergekit, str(work / f"mk_{m}.yaml"), str(work / f"mk_{m}"), "--no-copy-tokenizer", "--quiet",

@@ -68,6 +68,7 @@ class Ties(MergeMethod):
         self.fast_tensor_passes = self.tensor_passes
         self._sel: RadixSelect | None = None
         self._fsel: kernels.MagnitudeSelect | None = None  # the fused path's global selection
+        self._last_fsel: kernels.MagnitudeSelect | None = None  # the fused path's last per-tensor selection
         self._thr: np.ndarray | None = None  # (K,) float32 global thresholds, from either path's selection
         self._dens: list = []
 
@@ -134,7 +135,8 @@ class Ties(MergeMethod):
     def fast_observe_tensor(self, pass_index, xs, base, ctx, state) -> None:
         if "fsel" not in state:
             numel = math.prod(ctx.extra["shape"])
-            state["fsel"] = kernels.MagnitudeSelect(len(xs), numel)
+            # tensors are merged one at a time: each selection takes over the last one's histograms
+            state["fsel"] = self._last_fsel = kernels.MagnitudeSelect(len(xs), numel, reuse=self._last_fsel)
             state["dens"] = ctx.params["density"]
         state["fsel"].add(pass_index, xs, base, ctx.start)
 
