@@ -172,8 +172,8 @@ if _HAVE_NUMBA:
 
     # Per-model code unrolled at compile time. A kernel is compiled for a tuple of K arrays; a loop
     # over it with a runtime index (``xs[k]``) inside the loop over entries kept LLVM from
-    # vectorising that loop (TIES on a 16.8M-entry tensor of two models: 13.1 ms, unrolled 4.9
-    # ms; five models: 23.7 and 9.6 ms). numba cannot unroll a loop over a tuple of arrays of one
+    # vectorising that loop (TIES on 16.8M entries: two models 19.0 -> 8.3 ms, five 37.1 -> 13.7
+    # ms; ``benchmarks/merge_kernel_unroll.py``). numba cannot unroll a loop over a tuple of arrays of one
     # type (``literal_unroll`` is for tuples of mixed types), so the per-entry functions below
     # are written, as source, for the K they are compiled for: ``_unrolled`` repeats a per-model
     # snippet for k = 0..K-1. ``inline="always"``: a real call per entry that is passed the tuple
