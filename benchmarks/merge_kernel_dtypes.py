@@ -9,12 +9,10 @@ call. In-memory arrays: no file I/O, no page faults.
 """
 from __future__ import annotations
 
-import statistics
-import time
-
 import numpy as np
 from numba import njit, prange
 
+from _timing import median_seconds  # benchmarks/_timing.py (the script's folder is on sys.path)
 from transfuse.merge import kernels
 from transfuse.merge.kernels import load
 
@@ -25,16 +23,6 @@ N = 1 << 24  # one 4096 x 4096 projection
 def _read_two(a, b, out):  # pragma: no cover - compiled
     for i in prange(a.shape[0]):
         out[i] = load(a, i) + load(b, i)
-
-
-def _median_seconds(fn, repeats: int = 7) -> float:
-    fn()  # compile / warm up
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -49,11 +37,11 @@ def main() -> None:
     base = None
     for name, xs in arrays.items():
         out = np.empty(N, xs[0].dtype)
-        s = _median_seconds(lambda xs=xs, out=out: kernels.weighted_merge(xs, None, out, [0.4, 0.3, 0.3]))
+        s = median_seconds(lambda xs=xs, out=out: kernels.weighted_merge(xs, None, out, [0.4, 0.3, 0.3]))
         base = base or s
         print(f"{name:12} {s:16.4f} {s / base:11.2f}x")
     out = np.empty(N, np.float32)
-    read = _median_seconds(lambda: _read_two(*arrays["float16"][:2], out))
+    read = median_seconds(lambda: _read_two(*arrays["float16"][:2], out))
     print(f"float16 read of both arrays alone (no merge): {read:.4f} s")
 
 

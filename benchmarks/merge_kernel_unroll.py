@@ -11,14 +11,12 @@ are checked equal.
 """
 from __future__ import annotations
 
-import statistics
-import time
-
 import numpy as np
 from numba import njit, prange
 
+from _timing import median_seconds  # benchmarks/_timing.py (the script's folder is on sys.path)
 from transfuse.merge import kernels
-from transfuse.merge.kernels import load, store
+from transfuse.merge.kernels import disjoint_mean, load, store
 
 N = 1 << 24
 
@@ -43,23 +41,7 @@ def ties_runtime_loop(xs, base, thr, w, sign_weighted, normalize, scale, out):  
             agree = v * sign > 0
             num = num + (w[k] * v if agree else np.float32(0.0))
             den = den + ((w[k] if normalize == 2 else np.float32(1.0)) if agree else np.float32(0.0))
-        if normalize == 1:
-            r = num / max(den, np.float32(1.0))
-        elif normalize == 2:
-            r = num / max(den, np.float32(1e-12))
-        else:
-            r = num
-        store(out, i, b + scale * r)
-
-
-def _median_seconds(fn, repeats: int = 7) -> float:
-    fn()  # compile / warm up
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        store(out, i, b + scale * disjoint_mean(num, den, normalize))
 
 
 def _bf16(v: np.ndarray) -> np.ndarray:
@@ -76,8 +58,8 @@ def main() -> None:
         thr = np.full(K, 0.0015, np.float32)
         w = np.full(K, 1.0 / K, np.float32)
         a, b = np.empty(N, np.uint16), np.empty(N, np.uint16)
-        loop = _median_seconds(lambda: ties_runtime_loop(xs, base, thr, w, True, 2, np.float32(1.0), a))
-        unrolled = _median_seconds(lambda: kernels.ties(xs, base, thr, w, True, 2, np.float32(1.0), b))
+        loop = median_seconds(lambda: ties_runtime_loop(xs, base, thr, w, True, 2, np.float32(1.0), a))
+        unrolled = median_seconds(lambda: kernels.ties(xs, base, thr, w, True, 2, np.float32(1.0), b))
         assert np.array_equal(a, b)
         print(f"{K:>6} {loop * 1e3:16.1f} {unrolled * 1e3:12.1f} {loop / unrolled:8.1f}x", flush=True)
 

@@ -42,7 +42,7 @@ SAMPLE_EVERY = 16  # one run in this many is sampled (models above SAMPLE_MIN en
 SAMPLE_MIN = 1 << 20  # below this many entries per model the "sample" is everything
 SAMPLE_SD = 6.0  # bracket margin in standard deviations of the sampled rank
 SAMPLE_INFLATE = 8.0  # variance factor for entries sampled in runs (a design effect; a miss only costs passes)
-RANGE_CHUNK = 4096  # entries per chunk of hist_range (its buffers stay in L1)
+RANGE_CHUNK = 4096  # entries per chunk of hist_range and count_below (its data stays in L1)
 MAX_CANDIDATES = 33  # most candidate keys a candidates pass compares against (more: a range pass)
 MAX_BRACKET_BINS = 16  # widest bracket counted in pass 1 (16 x 65536 counters per model and thread)
 
@@ -234,6 +234,16 @@ if _HAVE_NUMBA:
                       f"den = den + ((w[{k}] if normalize == 2 else np.float32(1.0)) if agree else np.float32(0.0))"]
         return _unrolled("xs, b, thr, w, sign, normalize, i", lines + ["return num, den"])
 
+    @njit(inline="always")
+    def disjoint_mean(num, den, normalize):
+        """TIES's merged delta from the agreeing sum and its count or weight (normalize 0 none,
+        1 count, 2 agreeing weights)."""
+        if normalize == 1:
+            return num / max(den, np.float32(1.0))
+        if normalize == 2:
+            return num / max(den, np.float32(1e-12))
+        return num
+
     @njit(parallel=True, nogil=True, cache=True)
     def weighted(xs, base, coef, thr, kbase, khi, divisor, out):  # pragma: no cover - compiled
         """out = [base +] (sum_k coef_k * keep_k * v_k) / divisor (``weighted_entry``): linear
@@ -251,13 +261,7 @@ if _HAVE_NUMBA:
             s = ties_sign_sum(xs, b, thr, w, sign_weighted, i)
             sign = np.float32(-1.0) if s < 0 else np.float32(1.0)
             num, den = ties_agreeing_sum(xs, b, thr, w, sign, normalize, i)
-            if normalize == 1:
-                r = num / max(den, np.float32(1.0))
-            elif normalize == 2:
-                r = num / max(den, np.float32(1e-12))
-            else:
-                r = num
-            store(out, i, b + scale * r)
+            store(out, i, b + scale * disjoint_mean(num, den, normalize))
 
     # The per-thread loops below index with unsigned positions (``np.uint64``): numba guards a
     # signed index against wraparound (negative indices), which kept LLVM from vectorising them
