@@ -59,7 +59,7 @@ def main() -> None:
         w = np.full(K, 1.0 / K, np.float32)
         a, b = np.empty(N, np.uint16), np.empty(N, np.uint16)
         loop = median_seconds(lambda: ties_runtime_loop(xs, base, thr, w, True, 2, np.float32(1.0), a))
-        unrolled = median_seconds(lambda: kernels.ties(xs, base, thr, w, True, 2, np.float32(1.0), b))
+        unrolled = median_seconds(lambda: kernels.ties(xs, base, thr, w, True, 2, np.float32(1.0), b, None, None))
         assert np.array_equal(a, b)
         print(f"{K:>6} {loop * 1e3:16.1f} {unrolled * 1e3:12.1f} {loop / unrolled:8.1f}x", flush=True)
 

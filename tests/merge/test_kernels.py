@@ -263,8 +263,10 @@ def _select_on_a_guess(xs, base, ranks, cuts):
         sel.add(0, bx, bb, a)
     sel.set_ranks(ranks, guess=True)
     assert sel.guess is not None and sel.passes == 1
-    for bx, bb, _ in blocks:
-        sel.count_guess(bx, bb)
+    w = np.ones(len(xs), np.float32)
+    for bx, bb, _ in blocks:  # merged on the guess, counted chunk by chunk as it is merged
+        out = np.empty(bb.shape[0], np.float32)
+        kernels.ties(bx, bb, sel.guess_values(), w, True, 2, np.float32(1.0), out, sel.guess, sel.guess_below)
     verdict = sel.verify_guess()
     p = 1
     while p < sel.passes:
@@ -346,9 +348,17 @@ def test_kernels_are_compiled_for_any_number_of_models(K):
     w = rng.uniform(0.5, 1.5, K).astype(np.float32)
     for sign_weighted, normalize in [(False, 1), (True, 2), (False, 0)]:
         out = np.empty(n, np.float32)
-        kernels.ties(xs, base, thr, w, sign_weighted, normalize, np.float32(0.8), out)
+        kernels.ties(xs, base, thr, w, sign_weighted, normalize, np.float32(0.8), out, None, None)
         ref = _ties_reference(xs, base, thr, w, sign_weighted, normalize, 0.8)
         assert np.array_equal(out, ref), (sign_weighted, normalize)
+    # counting while merging: entries of each |tau_k| under each of three keys
+    keys = np.sort(thr.view(np.uint32)[:, None] + rng.integers(-(1 << 20), 1 << 20, (K, 3)).astype(np.int64), axis=1).astype(np.uint32)
+    below = np.zeros((3, K, 3), np.int64)  # three threads' counts
+    out2 = np.empty(n, np.float32)
+    kernels.ties(xs, base, thr, w, True, 2, np.float32(0.8), out2, keys, below)
+    tau_keys = np.abs(np.stack([_from_bits(x) - _from_bits(base) for x in xs])).view(np.uint32)  # (K, n)
+    assert np.array_equal(below.sum(0), (tau_keys[:, None, :] < keys[:, :, None]).sum(-1))
+    assert np.array_equal(out2, _ties_reference(xs, base, thr, w, True, 2, 0.8))
     out = np.empty(n, np.float32)
     kernels.weighted_merge(xs, base, out, w, divisor=1.5)
     acc = w[0] * (_from_bits(xs[0]) - _from_bits(base))

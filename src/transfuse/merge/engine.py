@@ -41,7 +41,7 @@ from ._ops import seed_for
 from .config import parse_size
 from . import kernels
 from .dtypes import F32
-from .io import KERNEL_DTYPES, KERNEL_NP_DTYPES, SIDE_FILES, LayoutWriter, LoraSource, OutSpec, SafetensorsSource, input_sha256, shard_layout
+from .io import KERNEL_DTYPES, KERNEL_NP_DTYPES, SIDE_FILES, LayoutWriter, LoraSource, OutFrame, OutSpec, SafetensorsSource, input_sha256, shard_layout
 from .methods import MergeMethod, TensorContext
 from .plan import Plan, TensorPlan
 
@@ -322,7 +322,7 @@ def execute(plan: Plan, out: Path, *, progress: bool = False) -> Dict[str, Any]:
         extra_file = getattr(plan.instances[0], "extra_file", None)
         extra_writer = LayoutWriter(tmp, {extra_file: extra_specs}) if extra_specs and extra_file else None
         writes = _Writes()
-        out_pool = _ArrayPool(_Writes.LIMIT + 1)
+        out_pool = _FramePool(_Writes.LIMIT + 1)
 
         # 3. the merging pass
         units: List[Tuple[TensorPlan, Optional[slice], bool]] = []
@@ -487,31 +487,29 @@ def _fast_sources(plan: Plan, inst: MergeMethod) -> list:
     return list(plan.experts) + ([plan.base] if inst.operates_on == "deltas" else [])
 
 
-class _ArrayPool:
-    """Output blocks of the fused path (numpy, per dtype), reused once the writer is done with them."""
+class _FramePool:
+    """Output frames of the fused path (``io.OutFrame``), reused once the writer is done with them."""
 
     def __init__(self, count: int) -> None:
         self.sem = threading.Semaphore(count)
-        self.free: Dict[Any, List[np.ndarray]] = collections.defaultdict(list)
+        self.free: List[OutFrame] = []
         self.lock = threading.Lock()
 
-    def get(self, n: int, dtype) -> np.ndarray:
+    def get(self, nbytes: int) -> OutFrame:
         self.sem.acquire()
         with self.lock:
-            bufs = self.free[dtype]
-            buf = bufs.pop() if bufs else None
-        if buf is None or buf.size < n:
-            buf = np.empty(max(n, FAST_ELEMS), dtype)
-        return buf[:n]
+            frame = self.free.pop() if self.free else None
+        if frame is None or frame.capacity < nbytes:
+            frame = OutFrame(max(nbytes, FAST_ELEMS * 2))
+        return frame
 
-    def put(self, arr: np.ndarray) -> None:
-        base = arr.base if arr.base is not None else arr
+    def put(self, frame: OutFrame) -> None:
         with self.lock:
-            self.free[base.dtype].append(base)
+            self.free.append(frame)
         self.sem.release()
 
 
-def _fast_tensor(plan: Plan, inst: MergeMethod, t: TensorPlan, writer, writes: "_Writes", pool: _ArrayPool) -> None:
+def _fast_tensor(plan: Plan, inst: MergeMethod, t: TensorPlan, writer, writes: "_Writes", pool: _FramePool) -> None:
     """One tensor through a fused kernel: its per-tensor statistics passes, then the merge,
     block by block straight from the memory maps into output blocks handed to the writer."""
     blocks = row_blocks(t.shape, FAST_ELEMS)
@@ -532,10 +530,13 @@ def _fast_tensor(plan: Plan, inst: MergeMethod, t: TensorPlan, writer, writes: "
             p += 1
         out_np = KERNEL_NP_DTYPES[t.out_dtype]
         for r in blocks:
+            row0 = r.start if r is not None else 0
+            lead = writer.lead(t.name, row0, out_np.itemsize)
             with _views(plan, inst, t, r) as (xs, base):
-                out = pool.get(xs[0].shape[0], out_np)
-                inst.fast_merge(xs, base, out, w, _ctx(plan, inst, t, r, None), state)
-            writes.submit(writer.write, t.name, out, r.start if r is not None else 0, after=lambda out=out: pool.put(out))
+                n = xs[0].shape[0]
+                frame = pool.get(lead + n * out_np.itemsize)
+                inst.fast_merge(xs, base, frame.array(lead, n, out_np), w, _ctx(plan, inst, t, r, None), state)
+            writes.submit(writer.write_frame, t.name, frame, lead, n * out_np.itemsize, row0, after=lambda frame=frame: pool.put(frame))
         merged = inst.fast_tensor_merged(state)
 
 

@@ -503,6 +503,36 @@ class _DirectSink:
                 self.flushed += _STAGE
                 self.fill = 0
 
+    def write_frame(self, frame: "OutFrame", lead: int, nbytes: int, pos: int) -> None:
+        """Write ``frame``'s bytes ``[lead, lead + nbytes)`` at ``pos``, straight from the frame.
+
+        ``lead`` is ``pos % _ALIGN``: the staged bytes of the file's last partial block go in
+        front of the data, and the whole 4 KiB blocks are written from the frame itself; only the
+        partial block at the end is copied, into the stage. Anything else (not the append
+        point, buffered mode, a block too small to reach a 4 KiB boundary) is a plain ``write``."""
+        end = lead + nbytes
+        data = memoryview(frame.raw)[lead:end]
+        if not self.direct or pos != self.flushed + self.fill or pos % _ALIGN != lead or end < _ALIGN:
+            self.write(data, pos)
+            return
+        extra = self.fill - lead  # whole blocks staged before the carry (a multiple of _ALIGN)
+        try:
+            if extra:
+                _pwrite_all(self.dfd, memoryview(self.stage)[:extra], self.flushed)
+                self.flushed += extra
+                self.stage[:lead] = self.stage[extra : self.fill]
+                self.fill = lead
+            frame.raw[:lead] = np.frombuffer(self.stage, np.uint8, lead)
+            whole = end // _ALIGN * _ALIGN
+            _pwrite_all(self.dfd, memoryview(frame.raw)[:whole], self.flushed)
+        except OSError:  # a file system that opened O_DIRECT but refuses the write
+            self._leave_direct()
+            _pwrite_all(self.fd, data, pos)
+            return
+        self.flushed += whole
+        self.stage[: end - whole] = memoryview(frame.raw)[whole:end]
+        self.fill = end - whole
+
     def _leave_direct(self) -> None:
         """Write what is staged with a buffered write, and stay buffered from here on."""
         if self.fill:
@@ -520,6 +550,25 @@ class _DirectSink:
         os.close(self.dfd)
         self.stage.close()
         os.ftruncate(self.fd, size)  # drop the padding (and set the size if nothing was written)
+
+
+class OutFrame:
+    """Page-aligned memory for one block of output, with up to 4 KiB of room in front of it.
+
+    A fused kernel writes a block at file position ``pos`` into ``array(lead, n, dtype)`` with
+    ``lead = pos % 4096`` (``LayoutWriter.lead``). The writer then puts the file's unaligned bytes
+    before ``pos`` into that room and writes the whole 4 KiB blocks with ``O_DIRECT`` from the frame
+    itself, instead of copying every byte through the staging buffer (that copy was 0.6-0.8 s of
+    writer CPU per 2.5 GB on 2 cores, time the kernels' threads lost)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.mem = mmap.mmap(-1, capacity + _ALIGN)  # anonymous maps are page aligned
+        self.raw = np.frombuffer(self.mem, np.uint8)  # (capacity + _ALIGN,)
+        self.capacity = capacity
+
+    def array(self, lead: int, n: int, dtype: np.dtype) -> np.ndarray:
+        """The frame's ``n`` entries of ``dtype`` that start ``lead`` bytes in: (n,)."""
+        return self.raw[lead : lead + n * dtype.itemsize].view(dtype)
 
 
 def _pwrite_all(fd: int, data: memoryview, pos: int) -> None:
@@ -588,6 +637,22 @@ class LayoutWriter:
                 self._convert = torch.empty(max(n, 1 << 20), dtype=dtype)
             t = self._convert[:n].view(t.shape).copy_(t)
         self._put(i, memoryview(t.contiguous().reshape(-1).view(torch.uint8).numpy()), off + row0 * row_bytes)
+
+    def lead(self, name: str, row0: int, itemsize: int) -> int:
+        """Where in an ``OutFrame`` the block of ``name`` from row ``row0`` goes: its file position
+        modulo 4 KiB, or 0 where that is no multiple of ``itemsize`` (the entries must stay aligned)."""
+        i, off, row_bytes = self.where[name]
+        lead = (off + row0 * row_bytes) % _ALIGN
+        return lead if lead % itemsize == 0 else 0
+
+    def write_frame(self, name: str, frame: OutFrame, lead: int, nbytes: int, row0: int = 0) -> None:
+        """Write the block that a kernel put into ``frame`` at ``lead`` (see ``lead``)."""
+        i, off, row_bytes = self.where[name]
+        pos = off + row0 * row_bytes
+        if self.sinks[i] is not None:
+            self.sinks[i].write_frame(frame, lead, nbytes, pos)
+        else:
+            _pwrite_all(self.fds[i], memoryview(frame.raw)[lead : lead + nbytes], pos)
 
     def _put(self, i: int, data: memoryview, pos: int) -> None:
         if self.sinks[i] is not None:

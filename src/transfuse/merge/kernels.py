@@ -42,7 +42,8 @@ SAMPLE_EVERY = 16  # one run in this many is sampled (models above SAMPLE_MIN en
 SAMPLE_MIN = 1 << 20  # below this many entries per model the "sample" is everything
 SAMPLE_SD = 6.0  # bracket margin in standard deviations of the sampled rank
 SAMPLE_INFLATE = 8.0  # variance factor for entries sampled in runs (a design effect; a miss only costs passes)
-RANGE_CHUNK = 4096  # entries per chunk of hist_range and count_below (its data stays in L1)
+RANGE_CHUNK = 4096  # entries per chunk of the per-thread loops (hist_range, counts, TIES): its data stays in L1
+PARTS = 64  # slices of a block that prange shares out when no per-thread counts shape them
 MAX_CANDIDATES = 33  # most candidate keys a candidates pass compares against (more: a range pass)
 MAX_BRACKET_BINS = 16  # widest bracket counted in pass 1 (16 x 65536 counters per model and thread)
 
@@ -184,7 +185,7 @@ if _HAVE_NUMBA:
     def _unrolled(params: str, lines: list) -> "Callable":
         """The function ``impl(params)`` whose body is ``lines`` (source, already unrolled)."""
         src = "\n".join([f"def impl({params}):"] + ["    " + line for chunk in lines for line in chunk.strip("\n").split("\n")])
-        scope = {"np": np, "load": load, "_draw": _draw, "NO_DROP": NO_DROP}
+        scope = {"np": np, "load": load, "store": store, "_draw": _draw, "NO_DROP": NO_DROP, "disjoint_mean": disjoint_mean}
         exec(src, scope)  # noqa: S102 - our own templates, filled with model indices
         return scope["impl"]
 
@@ -207,32 +208,30 @@ if _HAVE_NUMBA:
         lines.append("return acc + b" if with_base else "return acc")
         return _unrolled("xs, base, coef, thr, kbase, khi, divisor, i", lines)
 
-    _TRIMMED = "v = load(xs[{k}], i) - b\nv = np.float32(0.0) if abs(v) < thr[{k}] else v"
-
-    def ties_sign_sum(xs, b, thr, w, sign_weighted, i):  # pragma: no cover - typed by its overload
+    def ties_run(xs, base, thr, w, sign_weighted, normalize, scale, out, c0, c1):  # pragma: no cover - typed by its overload
         raise NotImplementedError
 
-    @overload(ties_sign_sum, inline="always")
-    def _ties_sign_sum(xs, b, thr, w, sign_weighted, i):
-        """sum_k (w_k) tau_k of the trimmed task vectors at entry i (|tau_k| < thr_k dropped)."""
-        lines = ["s = np.float32(0.0)"]
-        for k in range(len(xs)):
-            lines += [_TRIMMED.format(k=k), f"s = s + (w[{k}] * v if sign_weighted else v)"]
-        return _unrolled("xs, b, thr, w, sign_weighted, i", lines + ["return s"])
-
-    def ties_agreeing_sum(xs, b, thr, w, sign, normalize, i):  # pragma: no cover - typed by its overload
-        raise NotImplementedError
-
-    @overload(ties_agreeing_sum, inline="always")
-    def _ties_agreeing_sum(xs, b, thr, w, sign, normalize, i):
-        """(sum of w_k tau_k, their count or weight) over the trimmed tau_k of the elected sign.
-        Adding 0.0 where a model disagrees equals skipping it: the sums never hold -0.0."""
-        lines = ["num = np.float32(0.0)", "den = np.float32(0.0)"]
-        for k in range(len(xs)):
-            lines += [_TRIMMED.format(k=k), "agree = v * sign > 0",
-                      f"num = num + (w[{k}] * v if agree else np.float32(0.0))",
-                      f"den = den + ((w[{k}] if normalize == 2 else np.float32(1.0)) if agree else np.float32(0.0))"]
-        return _unrolled("xs, b, thr, w, sign, normalize, i", lines + ["return num, den"])
+    @overload(ties_run, inline="always")
+    def _ties_run(xs, base, thr, w, sign_weighted, normalize, scale, out, c0, c1):
+        """TIES over the entries [c0, c1) (unsigned): trim |tau_k| < thr_k, elect the sign of
+        sum (w_k) tau_k (+1 at 0), disjoint mean of the agreeing tau_k, base + scale * it. The
+        models' arrays and parameters are taken out of their tuples before the loop: indexing the
+        tuple inside a loop that is not the prange itself kept it scalar (19 against 0.8 ms per
+        2M-entry block of two models). Adding 0.0 where a model disagrees equals skipping it: the
+        sums never hold -0.0."""
+        K = len(xs)
+        head = [f"x{k} = xs[{k}]\nt{k} = thr[{k}]\nw{k} = w[{k}]\nd{k} = w{k} if normalize == 2 else np.float32(1.0)" for k in range(K)]
+        body = ["b = load(base, i)", "s = np.float32(0.0)"]
+        for k in range(K):
+            body += [f"v{k} = load(x{k}, i) - b", f"v{k} = np.float32(0.0) if abs(v{k}) < t{k} else v{k}",
+                     f"s = s + (w{k} * v{k} if sign_weighted else v{k})"]
+        body += ["sign = np.float32(-1.0) if s < 0 else np.float32(1.0)", "num = np.float32(0.0)", "den = np.float32(0.0)"]
+        for k in range(K):
+            body += [f"agree = v{k} * sign > 0", f"num = num + (w{k} * v{k} if agree else np.float32(0.0))",
+                     f"den = den + (d{k} if agree else np.float32(0.0))"]
+        body.append("store(out, i, b + scale * disjoint_mean(num, den, normalize))")
+        loop = ["for i in range(c0, c1):"] + ["    " + line for line in body]
+        return _unrolled("xs, base, thr, w, sign_weighted, normalize, scale, out, c0, c1", head + loop)
 
     @njit(inline="always")
     def disjoint_mean(num, den, normalize):
@@ -251,17 +250,42 @@ if _HAVE_NUMBA:
         for i in prange(out.shape[0]):
             store(out, i, weighted_entry(xs, base, coef, thr, kbase, khi, divisor, i))
 
+    @njit(inline="always")
+    def count_run(x, base, keys, c0, c1, acc):
+        """acc (M,) += the entries in [c0, c1) of |x - base| whose key is under each of keys (M,)
+        uint32: per key one vectorised compare-and-add loop that recomputes the keys (cheaper
+        than storing them: 8.7 against 6.1 ms on a 16.8M-entry tensor of two models)."""
+        for q in range(keys.shape[0]):
+            key = keys[q]
+            cnt = np.uint32(0)
+            for i in range(c0, c1):
+                cnt += np.uint32(np.uint32(_bits_from_f32(abs(load(x, i) - load(base, i)))) < key)
+            acc[q] += cnt
+
     @njit(parallel=True, nogil=True, cache=True)
-    def ties(xs, base, thr, w, sign_weighted, normalize, scale, out):  # pragma: no cover - compiled
-        """TIES per entry: trim |tau_k| < thr_k, elect the sign of sum (w_k) tau_k (+1 at 0), mean
-        of the agreeing entries (normalize 0 none, 1 count, 2 agreeing weights), base + scale * it.
-        """
-        for i in prange(out.shape[0]):
-            b = load(base, i)
-            s = ties_sign_sum(xs, b, thr, w, sign_weighted, i)
-            sign = np.float32(-1.0) if s < 0 else np.float32(1.0)
-            num, den = ties_agreeing_sum(xs, b, thr, w, sign, normalize, i)
-            store(out, i, b + scale * disjoint_mean(num, den, normalize))
+    def ties(xs, base, thr, w, sign_weighted, normalize, scale, out, keys, below):  # pragma: no cover - compiled
+        """TIES per entry (``ties_run``; normalize 0 none, 1 count, 2 agreeing weights) into out.
+        With ``keys`` (K, M) uint32 (else None), also below (T, K, M) += per-thread counts of the
+        entries of each |tau_k| whose key is under keys[k, q], per chunk of RANGE_CHUNK entries
+        right after merging it, while it is in L1: the check of a guessed threshold costs
+        0.2 ms per 2M-entry block of two models here against 0.6 ms as a pass of its own."""
+        n = out.shape[0]
+        T = below.shape[0] if below is not None else PARTS
+        step = (n + T - 1) // T
+        for t in prange(T):
+            acc = np.zeros((len(xs), keys.shape[1] if keys is not None else 0), np.int64)
+            s1 = min(n, (t + 1) * step)
+            for c in range(t * step, s1, RANGE_CHUNK):
+                c0 = np.uint64(c)
+                c1 = np.uint64(min(c + RANGE_CHUNK, s1))
+                ties_run(xs, base, thr, w, sign_weighted, normalize, scale, out, c0, c1)
+                if keys is not None:
+                    for k in range(len(xs)):
+                        count_run(xs[k], base, keys[k], c0, c1, acc[k])
+            if below is not None:
+                for k in range(len(xs)):
+                    for q in range(keys.shape[1]):
+                        below[t, k, q] += acc[k, q]
 
     # The per-thread loops below index with unsigned positions (``np.uint64``): numba guards a
     # signed index against wraparound (negative indices), which kept LLVM from vectorising them
@@ -350,30 +374,20 @@ if _HAVE_NUMBA:
     @njit(parallel=True, nogil=True, cache=True)
     def count_below(xs, base, keys, below):  # pragma: no cover - compiled
         """below (T, K, M) += per-thread counts of the entries of |x_k - base| whose key is under
-        each of ``keys[k]`` (K, M) uint32. Per chunk of RANGE_CHUNK entries (in L1) and candidate,
-        one vectorised compare-and-add loop that recomputes the keys (cheaper than storing them:
-        8.7 against 6.1 ms on a 16.8M-entry tensor of two models); no scattered increments."""
+        each of ``keys[k]`` (K, M) uint32, per chunk of RANGE_CHUNK entries (in L1): ``count_run``,
+        no scattered increments."""
         n = xs[0].shape[0]
         K = len(xs)
-        M = keys.shape[1]
         T = below.shape[0]
         step = (n + T - 1) // T
         for t in prange(T):
-            acc = np.zeros((K, M), np.int64)
+            acc = np.zeros((K, keys.shape[1]), np.int64)
             s1 = min(n, (t + 1) * step)
             for c in range(t * step, s1, RANGE_CHUNK):
-                c0 = np.uint64(c)
-                m = np.uint64(min(RANGE_CHUNK, s1 - c))
                 for k in range(K):
-                    x = xs[k]
-                    for q in range(M):
-                        key = keys[k, q]
-                        cnt = np.uint32(0)
-                        for j in range(m):
-                            cnt += np.uint32(np.uint32(_bits_from_f32(abs(load(x, c0 + j) - load(base, c0 + j)))) < key)
-                        acc[k, q] += cnt
+                    count_run(xs[k], base, keys[k], np.uint64(c), np.uint64(min(c + RANGE_CHUNK, s1)), acc[k])
             for k in range(K):
-                for q in range(M):
+                for q in range(keys.shape[1]):
                     below[t, k, q] += acc[k, q]
 
 
@@ -424,7 +438,7 @@ class MagnitudeSelect:
     ``set_ranks(ranks, guess=True)`` (bfloat16 inputs; per-tensor TIES) skips the counting passes
     on a bet: that the rank is the key g of the sample's estimated bin with its low 16 bits zero
     (a bfloat16 value). The caller merges with g as the threshold and counts the entries under g
-    and g + 1 of each merged block while it is in cache (``count_guess``); ``verify_guess`` then
+    and g + 1 of each merged chunk while it is in L1 (``ties(..., keys=guess, below=guess_below)``); ``verify_guess`` then
     says whether g was the rank (exact: the merge stands) or appends the passes above, after which
     the caller merges again.
 
@@ -519,10 +533,6 @@ class MagnitudeSelect:
     def guess_values(self) -> np.ndarray:
         """(K,) float32 guessed thresholds (while a guess is open)."""
         return self.guess[:, 0].view(np.float32).copy()
-
-    def count_guess(self, xs: tuple, base: np.ndarray) -> None:
-        """Count a block's entries under g and g + 1 (right after merging it: it is in cache)."""
-        count_below(xs, base, self.guess, self.guess_below)
 
     def verify_guess(self) -> bool:
         """After every block was merged and counted: True when each guess was the rank exactly

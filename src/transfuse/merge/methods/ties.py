@@ -152,9 +152,10 @@ class Ties(MergeMethod):
             sel = state["fsel"]
             thr = sel.guess_values() if sel.guess is not None else sel.values()
         normalize = {"none": 0, "count": 1, "weights": 2}[self.normalize]
-        kernels.ties(xs, base, thr, w, self.sign_from == "weighted", normalize, np.float32(self.scale), out)
-        if self.topk != "global" and state["fsel"].guess is not None:
-            state["fsel"].count_guess(xs, base)
+        # a guessed threshold is counted (under g and g + 1) as the block is merged
+        guess = state["fsel"] if self.topk != "global" and state["fsel"].guess is not None else None
+        kernels.ties(xs, base, thr, w, self.sign_from == "weighted", normalize, np.float32(self.scale), out,
+                     guess.guess if guess else None, guess.guess_below if guess else None)
 
     def fast_tensor_merged(self, state) -> bool:
         sel = state.get("fsel")
