@@ -36,12 +36,12 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     torch.set_num_threads(2)
-    from transfuse.cache.topk import TopKCache, build_topk_cache, fingerprint_parts, reconstruct_dense
+    from transfuse.cache.topk import build_topk_cache, fingerprint_parts, reconstruct_dense
     from transfuse.lm.data import load_records, split_records, tokenize_records
     from transfuse.lm.models import CausalLM, LMTeacher, load_causal_lm, student_from_teacher
     from transfuse.objectives import build_objective
     from transfuse.objectives._functional import kl_from_logprobs, pair_logprobs
-    from transfuse.signals import Batch, Outputs, as_batch
+    from transfuse.signals import Outputs, as_batch
 
     teacher, tok = load_causal_lm("smollm2-135m-instruct")
     teacher.eval()

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import time
 from pathlib import Path
@@ -255,7 +254,7 @@ def run_seed(args, seed: int) -> dict:
     for label, r in rows.items():
         mean = sum(r.values()) / len(r)
         print(f"| {label} | " + " | ".join(f"{r[n]:.3f}" for n in names) + f" | {mean:.3f} |")
-    print(f"\nfine-tuned test accuracy: " + ", ".join(f"{n} {ft_acc[n]:.4f}" for n in names))
+    print("\nfine-tuned test accuracy: " + ", ".join(f"{n} {ft_acc[n]:.4f}" for n in names))
     print(f"chosen on validation: {json.dumps(chosen)}")
     print(f"twin router accuracy on test inputs: {json.dumps(route_acc)}")
     return {"seed": seed, "rows": rows, "ft_acc": ft_acc, "chosen": chosen, "route_acc": route_acc}

@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -238,7 +238,7 @@ def main_table(args, data, full, test_shifted) -> Dict[str, Any]:
     table: Dict[str, Any] = {"teacher_accuracy": t_acc, "teacher_ece": ece(teacher_test.softmax(-1), data.test.labels), "rows": {}}
     print(f"\n== main table: teacher CNN {t_acc * 100:.2f}% -> MLP 784-32-10, {len(data.train)} labelled images, "
           f"{args.epochs} epochs, seeds {list(range(args.seeds))}", flush=True)
-    print(f"| method | accuracy % | ECE % | agreement % | shifted acc % | s/run |\n|---|---|---|---|---|---|", flush=True)
+    print("| method | accuracy % | ECE % | agreement % | shifted acc % | s/run |\n|---|---|---|---|---|---|", flush=True)
     for row in rows:
         name, params = ROWS[row]
         runs, times = [], []

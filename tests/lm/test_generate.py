@@ -1,7 +1,6 @@
 """Generation with a KV cache, on-policy mixing (GKD) and cached sequence-level KD."""
 from __future__ import annotations
 
-import pytest
 import torch
 
 from transfuse.lm.data import tokenize_records

@@ -2,7 +2,6 @@
 checkpointed; the recipe runs end to end on a tiny model folder with the top-k cache and the chunked loss."""
 from __future__ import annotations
 
-import copy
 import json
 
 import pytest

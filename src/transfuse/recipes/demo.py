@@ -43,7 +43,7 @@ def run_demo(*, seed: int = 0, epochs_scale: float = 1.0, train_size: Optional[i
     labelled_only = build_data("fashion_mnist", {**data_params, "unlabelled": False})
 
     teacher = build_model("cnn", {}, in_shape=with_unlabelled.in_shape, num_classes=with_unlabelled.num_classes)
-    load_weights(teacher, f"builtin:fashion_mnist_cnn", what="teacher").eval()
+    load_weights(teacher, "builtin:fashion_mnist_cnn", what="teacher").eval()
     t0 = time.perf_counter()
     cache = build_or_load_logits_cache(
         teacher, with_unlabelled.train.inputs, with_unlabelled.train.index,

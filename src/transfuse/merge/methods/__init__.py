@@ -137,6 +137,12 @@ class MergeMethod:
         """Write the merged block into ``out`` (w: (K,) float32 numpy)."""
         raise NotImplementedError
 
+    def fast_merged(self) -> bool:
+        """After the whole merging pass: False when it used a whole-model statistic that was
+        guessed and turned out wrong; the engine then runs the statistics passes that follow
+        (``fast_pass_count`` grew) and the whole merging pass again, into fresh files."""
+        return True
+
     def fast_tensor_merged(self, state: Dict[str, Any]) -> bool:
         """After a tensor's merge: False when it was merged on a guess that turned out wrong; the
         engine then runs the per-tensor passes that follow and merges the tensor again, over the

@@ -86,8 +86,9 @@ class Ties(MergeMethod):
 
     def finish_pass(self, pass_index: int) -> None:
         if self._fsel is not None:
-            _finish_selection(self._fsel, pass_index, self._dens)
-            if pass_index == self._fsel.passes - 1:
+            # bfloat16: merge on the sample's guess of the thresholds, verified while merging
+            _finish_selection(self._fsel, pass_index, self._dens, guess=True)
+            if pass_index == self._fsel.passes - 1 and self._fsel.guess is None:
                 self._thr = self._fsel.values()
             return
         if self._sel is None:
@@ -145,17 +146,17 @@ class Ties(MergeMethod):
         _finish_selection(state["fsel"], pass_index, state["dens"], guess=True)
 
     def fast_merge(self, xs, base, out, w, ctx, state) -> None:
-        if self.topk == "global":
-            assert self._thr is not None, "global top-k needs its statistics passes first"
-            thr = self._thr
+        sel = self._fsel if self.topk == "global" else state["fsel"]
+        if sel.guess is not None:  # a guessed threshold: counted (under g and g + 1) as the block is merged
+            thr, keys, below = sel.guess_values(), sel.guess, sel.guess_below
         else:
-            sel = state["fsel"]
-            thr = sel.guess_values() if sel.guess is not None else sel.values()
+            thr, keys, below = (self._thr if self.topk == "global" else sel.values()), None, None
         normalize = {"none": 0, "count": 1, "weights": 2}[self.normalize]
-        # a guessed threshold is counted (under g and g + 1) as the block is merged
-        guess = state["fsel"] if self.topk != "global" and state["fsel"].guess is not None else None
-        kernels.ties(xs, base, thr, w, self.sign_from == "weighted", normalize, np.float32(self.scale), out,
-                     guess.guess if guess else None, guess.guess_below if guess else None)
+        kernels.ties(xs, base, thr, w, self.sign_from == "weighted", normalize, np.float32(self.scale), out, keys, below)
+
+    def fast_merged(self) -> bool:
+        sel = self._fsel
+        return self.topk != "global" or sel is None or sel.guess is None or sel.verify_guess()
 
     def fast_tensor_merged(self, state) -> bool:
         sel = state.get("fsel")
