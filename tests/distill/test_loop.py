@@ -192,13 +192,15 @@ def test_token_loss_is_normalised_globally_across_processes_and_micro_batches(tm
         "one": ([sys.executable, str(script)], 8, 1),
         "accum": ([sys.executable, str(script)], 2, 4),
         "two": ([str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision",
-                 "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()), str(script)], 8, 1),
+                 "no", "--dynamo_backend", "no", "--main_process_port", "PORT", str(script)], 8, 1),
         "two_accum": ([str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-                       "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+                       "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "PORT",
                        str(script)], 4, 2),
     }
     weights = {}
     for name, (cmd, batch, accum) in runs.items():
+        # a port picked only now: one picked up front can be taken by the previous run's connections
+        cmd = [str(_free_port()) if part == "PORT" else part for part in cmd]
         proc = subprocess.run([*cmd, str(tmp_path / f"{name}.st"), str(batch), str(accum)], capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert ("world=2" if name.startswith("two") else "world=1") in proc.stdout

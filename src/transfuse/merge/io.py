@@ -297,7 +297,7 @@ class LoraSource(Source):
     def infos(self):
         out = {}
         for name, (a, b) in self.pairs.items():
-            (r, fan_in), (fan_out, _) = self.inner.table[a].shape[:2], self.inner.table[b].shape[:2]
+            (_rank, fan_in), (fan_out, _) = self.inner.table[a].shape[:2], self.inner.table[b].shape[:2]
             shape = (fan_in, fan_out) if self.fan_in_fan_out else (fan_out, fan_in)
             out[name] = (shape, self.inner.table[a].dtype)
         return out
