@@ -216,8 +216,8 @@ if _HAVE_NUMBA:
         """TIES over the entries [c0, c1) (unsigned): trim |tau_k| < thr_k, elect the sign of
         sum (w_k) tau_k (+1 at 0), disjoint mean of the agreeing tau_k, base + scale * it. The
         models' arrays and parameters are taken out of their tuples before the loop: indexing the
-        tuple inside a loop that is not the prange itself kept it scalar (19 against 0.8 ms per
-        2M-entry block of two models). Adding 0.0 where a model disagrees equals skipping it: the
+        tuple inside a loop that is not the prange itself kept it scalar (a scratch comparison: 19
+        against 0.8 ms per 2M-entry block of two models). Adding 0.0 where a model disagrees equals skipping it: the
         sums never hold -0.0."""
         K = len(xs)
         head = [f"x{k} = xs[{k}]\nt{k} = thr[{k}]\nw{k} = w[{k}]\nd{k} = w{k} if normalize == 2 else np.float32(1.0)" for k in range(K)]
@@ -267,8 +267,10 @@ if _HAVE_NUMBA:
         """TIES per entry (``ties_run``; normalize 0 none, 1 count, 2 agreeing weights) into out.
         With ``keys`` (K, M) uint32 (else None), also below (T, K, M) += per-thread counts of the
         entries of each |tau_k| whose key is under keys[k, q], per chunk of RANGE_CHUNK entries
-        right after merging it, while it is in L1: the check of a guessed threshold costs
-        0.2 ms per 2M-entry block of two models here against 0.6 ms as a pass of its own."""
+        right after merging it, while it is in L1. In isolation that costs what a separate count
+        pass does (``benchmarks/merge_ties_count.py``: 0.51 against 0.54 ms per 2M-entry block of
+        two models); in the engine, merge plus count went from 1.18-1.43 to 0.90-0.94 s on the 1B
+        per-tensor TIES merge (``benchmarks/merge_phase_times.py``, with the chunking)."""
         n = out.shape[0]
         T = below.shape[0] if below is not None else PARTS
         step = (n + T - 1) // T
