@@ -296,27 +296,41 @@ def test_a_guessed_bfloat16_threshold_is_verified_or_replaced():
         assert verdict is expect
 
 
-def test_per_tensor_ties_redoes_a_tensor_merged_on_a_wrong_guess(tmp_path, monkeypatch):
-    """Engine: tensors whose guessed threshold proves wrong are merged again over the same output;
-    the merge equals the torch path's, with right and wrong guesses both seen."""
-    g = torch.Generator().manual_seed(7)
-    base = {"a": torch.rand(300, 64, generator=g) + 1.0, "b": torch.rand(200, 64, generator=g) + 1.0}
+def _guess_family(tmp_path, seed: int, on_grid: dict) -> dict:
+    """A bfloat16 base and two experts of tensors (300 x 64, 200 x 64, ...) whose deltas are
+    bfloat16 steps (``on_grid[name]``: a guessed threshold is right) or values far from the base
+    (cross-exponent deltas: the guess misses)."""
+    g = torch.Generator().manual_seed(seed)
+    shapes = {name: (300 - 100 * i, 64) for i, name in enumerate(on_grid)}
+    base = {k: torch.rand(*s, generator=g) + 1.0 for k, s in shapes.items()}
     paths = {"base": write_model(tmp_path / "base", {k: v.bfloat16() for k, v in base.items()})}
     for i in range(2):
-        steps = torch.round(torch.randn(300, 64, generator=g) * 3) * 2.0 ** -7  # "a": bfloat16 deltas (a right guess)
-        ex = {"a": base["a"].bfloat16().float() + steps, "b": torch.rand(200, 64, generator=g) * 2.0 ** -7 + 2.0 ** -8}
+        ex = {k: base[k].bfloat16().float() + torch.round(torch.randn(*s, generator=g) * 3) * 2.0 ** -7 if on_grid[k]
+              else torch.rand(*s, generator=g) * 2.0 ** -7 + 2.0 ** -8 for k, s in shapes.items()}
         paths[f"e{i}"] = write_model(tmp_path / f"e{i}", {k: v.bfloat16() for k, v in ex.items()})
+    return {"paths": paths, "root": tmp_path, "dtype": torch.bfloat16}
+
+
+def _ties_verdicts_equal_to_torch(fam, params, monkeypatch) -> list:
+    """Merge with TIES fused (recording every guess's verdict) and on the torch path; the two
+    merges must be equal. Returns the verdicts."""
     verdicts = []
     real = kernels.MagnitudeSelect.verify_guess
     monkeypatch.setattr(kernels.MagnitudeSelect, "verify_guess", lambda self: (verdicts.append(real(self)), verdicts[-1])[1])
-    fam = {"paths": paths, "root": tmp_path, "dtype": torch.bfloat16}
-    params = {"density": 0.5, "topk": "per_tensor"}
     fused = _run(fam, "ties", params, "fused", weights=(1.0, 0.7))
-    assert sorted(verdicts) == [False, True]
     monkeypatch.setenv("TRANSFUSE_MERGE_KERNELS", "0")
     ref = _run(fam, "ties", params, "torch", weights=(1.0, 0.7))
     for k in ref:
         assert torch.equal(fused[k], ref[k]), k
+    return verdicts
+
+
+def test_per_tensor_ties_redoes_a_tensor_merged_on_a_wrong_guess(tmp_path, monkeypatch):
+    """Engine: tensors whose guessed threshold proves wrong are merged again over the same output;
+    the merge equals the torch path's, with right and wrong guesses both seen."""
+    fam = _guess_family(tmp_path, 7, {"a": True, "b": False})
+    verdicts = _ties_verdicts_equal_to_torch(fam, {"density": 0.5, "topk": "per_tensor"}, monkeypatch)
+    assert sorted(verdicts) == [False, True]
 
 
 @pytest.mark.parametrize("deltas", ["bfloat16 steps", "off the grid"])
@@ -325,27 +339,10 @@ def test_global_ties_merges_again_after_a_wrong_guess(tmp_path, monkeypatch, del
     thresholds and counts while merging; deltas on the bfloat16 grid make the guess right, deltas
     off it make it wrong (then the counting passes run and the model is merged again into fresh
     files). Either way the merge equals the torch path's."""
-    g = torch.Generator().manual_seed(11)
-    shapes = {"a": (300, 64), "b": (200, 64)}
-    base = {k: torch.rand(*s, generator=g) + 1.0 for k, s in shapes.items()}
-    paths = {"base": write_model(tmp_path / "base", {k: v.bfloat16() for k, v in base.items()})}
-    for i in range(2):
-        if deltas == "bfloat16 steps":
-            ex = {k: base[k].bfloat16().float() + torch.round(torch.randn(*s, generator=g) * 3) * 2.0 ** -7 for k, s in shapes.items()}
-        else:
-            ex = {k: torch.rand(*s, generator=g) * 2.0 ** -7 + 2.0 ** -8 for k, s in shapes.items()}
-        paths[f"e{i}"] = write_model(tmp_path / f"e{i}", {k: v.bfloat16() for k, v in ex.items()})
-    verdicts = []
-    real = kernels.MagnitudeSelect.verify_guess
-    monkeypatch.setattr(kernels.MagnitudeSelect, "verify_guess", lambda self: (verdicts.append(real(self)), verdicts[-1])[1])
-    fam = {"paths": paths, "root": tmp_path, "dtype": torch.bfloat16}
-    params = {"density": 0.3, "topk": "global"}
-    fused = _run(fam, "ties", params, "fused", weights=(1.0, 0.7))
-    assert verdicts == [deltas == "bfloat16 steps"]
-    monkeypatch.setenv("TRANSFUSE_MERGE_KERNELS", "0")
-    ref = _run(fam, "ties", params, "torch", weights=(1.0, 0.7))
-    for k in ref:
-        assert torch.equal(fused[k], ref[k]), k
+    on_grid = deltas == "bfloat16 steps"
+    fam = _guess_family(tmp_path, 11, {"a": on_grid, "b": on_grid})
+    verdicts = _ties_verdicts_equal_to_torch(fam, {"density": 0.3, "topk": "global"}, monkeypatch)
+    assert verdicts == [on_grid]
 
 
 def _ties_reference(xs, base, thr, w, sign_weighted, normalize, scale):

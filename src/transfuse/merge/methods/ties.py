@@ -44,10 +44,11 @@ def _check(density: float, topk: str, sign_from: str, normalize: str) -> None:
         raise ValueError(f"normalize must be 'count', 'weights' or 'none', got {normalize!r}")
 
 
-def _finish_selection(sel: "kernels.MagnitudeSelect", pass_index: int, dens: list, guess: bool = False) -> None:
-    """The fused selection after a pass: the kept-rank of every model once the sample is in."""
+def _finish_selection(sel: "kernels.MagnitudeSelect", pass_index: int, dens: list) -> None:
+    """The fused selection after a pass: the kept-rank of every model once the sample is in. On
+    bfloat16 the merge then runs on the sample's guess of the threshold, verified while merging."""
     if pass_index == 0:
-        sel.set_ranks([keep_rank(sel.n, d) for d in dens], guess=guess)
+        sel.set_ranks([keep_rank(sel.n, d) for d in dens], guess=True)
     else:
         sel.finish_pass(pass_index)
 
@@ -86,8 +87,7 @@ class Ties(MergeMethod):
 
     def finish_pass(self, pass_index: int) -> None:
         if self._fsel is not None:
-            # bfloat16: merge on the sample's guess of the thresholds, verified while merging
-            _finish_selection(self._fsel, pass_index, self._dens, guess=True)
+            _finish_selection(self._fsel, pass_index, self._dens)
             if pass_index == self._fsel.passes - 1 and self._fsel.guess is None:
                 self._thr = self._fsel.values()
             return
@@ -142,8 +142,7 @@ class Ties(MergeMethod):
         state["fsel"].add(pass_index, xs, base, ctx.start)
 
     def fast_finish_tensor_pass(self, pass_index, state) -> None:
-        # per tensor, bfloat16: merge on the sample's guess of the threshold, verified while merging
-        _finish_selection(state["fsel"], pass_index, state["dens"], guess=True)
+        _finish_selection(state["fsel"], pass_index, state["dens"])
 
     def fast_merge(self, xs, base, out, w, ctx, state) -> None:
         sel = self._fsel if self.topk == "global" else state["fsel"]
