@@ -69,7 +69,7 @@ def merge(
 
 
 @app.command("list")
-def list_(what: str = typer.Argument(..., help="objectives | datasets | models | merge-methods | recipes")) -> None:
+def list_(what: str = typer.Argument(..., help="objectives | datasets | models | merge-methods | fusion-rules | recipes")) -> None:
     """Print a registry: each name with a one-line description."""
     from rich.table import Table
 
@@ -95,6 +95,7 @@ def _registry_for(what: str) -> dict:
         "datasets": ("transfuse.data", "datasets"),
         "models": ("transfuse.models", "models"),
         "merge-methods": ("transfuse.merge.methods", "methods"),
+        "fusion-rules": ("transfuse.fusion.rules", "rules"),
     }
     if what not in registries:
         valid = list(registries) + ["recipes"]

@@ -1,0 +1,20 @@
+"""Probability average of the models (the classic ensemble)."""
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+import torch
+from torch import Tensor
+
+from . import FusionRule, rules
+
+
+@rules.register("mean")
+class ProbabilityMean(FusionRule):
+    """log sum_k w_k p_k with weights normalised to sum 1 (ensembles of teachers, FedDF's average)."""
+
+    def __call__(self, logprobs: Tensor, weights: Tensor, context: Optional[Dict[str, Any]] = None) -> Tensor:
+        # logprobs (K, B, V), weights (K,)
+        w = weights.to(torch.float32) / weights.sum()
+        log_w = torch.log(w).view(-1, *([1] * (logprobs.dim() - 1)))  # (K, 1, 1)
+        return torch.logsumexp(logprobs.float() + log_w, dim=0)  # (B, V)
