@@ -7,6 +7,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..objectives import Objective, build_objective
+from ..seeding import seed_everything
 from ..teachers import as_teacher
 from .loop import TrainResult, train
 
@@ -40,7 +41,11 @@ def distill(
     """
     if train_loader is None:
         raise TypeError("distill needs a train_loader")
-    obj = build_objective(objective, objective_params) if isinstance(objective, str) else objective
+    if isinstance(objective, str):
+        seed_everything(seed)  # an objective's own modules (HARD's augmentor, CRKD's heads) follow the seed
+        obj = build_objective(objective, objective_params)
+    else:
+        obj = objective
     return train(
         student=student,
         teacher=as_teacher(teacher),

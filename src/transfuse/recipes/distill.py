@@ -168,7 +168,9 @@ def build_pieces(cfg: DistillConfig) -> Pieces:
     from ..data import build_data
     from ..models import build_model
     from ..objectives import build_objective
+    from ..seeding import seed_everything
 
+    seed_everything(cfg.train.seed)  # data splits, initial weights and objective modules all follow the seed
     data = build_data(cfg.data.name, cfg.data.params)
     student = build_model(cfg.student.name, cfg.student.params, in_shape=data.in_shape, num_classes=data.num_classes)
     if cfg.student.weights:
