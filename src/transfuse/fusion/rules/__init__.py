@@ -22,8 +22,12 @@ class FusionRule:
 
     #: True when K = 1 with weight 1 returns the input unchanged (contract test).
     identity_for_one: bool = True
-    #: True when weights may be negative (proxy / EFT deltas); otherwise they must be >= 0.
+    #: True when weights may be negative; otherwise they must be >= 0.
     signed_weights: bool = False
+    #: False for rules whose mix is set by their own parameters (proxy's alpha, EFT's beta, DLF's solve).
+    uses_weights: bool = True
+    #: How many models the rule takes, and in which order (shown by ``transfuse list fusion-rules``).
+    models: str = "any number"
 
     def __call__(self, logprobs: Tensor, weights: Tensor, context: Optional[Dict[str, Any]] = None) -> Tensor:  # pragma: no cover
         raise NotImplementedError

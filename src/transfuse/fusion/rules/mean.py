@@ -7,6 +7,7 @@ import torch
 from torch import Tensor
 
 from . import FusionRule, rules
+from ._math import broadcast_weights, probability_weights
 
 
 @rules.register("mean")
@@ -15,6 +16,5 @@ class ProbabilityMean(FusionRule):
 
     def __call__(self, logprobs: Tensor, weights: Tensor, context: Optional[Dict[str, Any]] = None) -> Tensor:
         # logprobs (K, B, V), weights (K,)
-        w = weights.to(torch.float32) / weights.sum()
-        log_w = torch.log(w).view(-1, *([1] * (logprobs.dim() - 1)))  # (K, 1, 1)
+        log_w = torch.log(broadcast_weights(probability_weights(weights), logprobs))  # (K, 1, 1)
         return torch.logsumexp(logprobs.float() + log_w, dim=0)  # (B, V)
