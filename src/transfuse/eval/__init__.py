@@ -1,4 +1,5 @@
 """Evaluation: metrics over tensors, a batched evaluation helper, and reports (Markdown, JSON, PNG)."""
+from .adversarial import pgd_attack, robust_accuracy
 from .evaluate import evaluate, evaluate_model
 from .metrics import (
     accuracy,
@@ -21,6 +22,8 @@ __all__ = [
     "kl_to_teacher",
     "latency_ms_per_1000",
     "markdown_table",
+    "pgd_attack",
+    "robust_accuracy",
     "reliability_bins",
     "write_report",
 ]
