@@ -144,3 +144,8 @@ def test_lm_recipes_are_dispatched_by_task(run_cli):
 def test_unknown_task(run_cli, tmp_path):
     proc = run_cli("distill", _recipe(tmp_path, task="translate"))
     _assert_clean_error(proc, r"unknown task 'translate'")
+
+
+def test_distill_help_names_list_recipes(run_cli):
+    proc = run_cli("distill", "--help", env={"COLUMNS": "200"})
+    assert "transfuse list recipes" in proc.stdout
