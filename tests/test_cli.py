@@ -149,3 +149,8 @@ def test_unknown_task(run_cli, tmp_path):
 def test_distill_help_names_list_recipes(run_cli):
     proc = run_cli("distill", "--help", env={"COLUMNS": "200"})
     assert "transfuse list recipes" in proc.stdout
+
+
+def test_folder_as_recipe(run_cli, tmp_path):
+    proc = run_cli("distill", tmp_path)
+    assert proc.returncode == 2 and "is a folder" in proc.stderr and "Traceback" not in proc.stderr

@@ -104,6 +104,8 @@ def shipped_recipes() -> Dict[str, str]:
 def resolve_recipe(recipe: str | Path) -> Path:
     """A path, or the name of a shipped recipe ("kd" -> recipes/configs/kd.yaml)."""
     path = Path(recipe)
+    if path.is_dir():
+        raise TransfuseError(f"recipe {str(recipe)!r} is a folder; pass a YAML recipe file or a shipped recipe name (transfuse list recipes)")
     if path.exists():
         return path
     shipped = CONFIGS / f"{recipe}.yaml"
