@@ -253,6 +253,8 @@ def hold_out(train, n: int, objective, *, seed: int):
 
 def prepare_output(cfg: DistillConfig, resume: bool) -> Path:
     out = Path(cfg.output)
+    if out.exists() and not out.is_dir():
+        raise TransfuseError(f"output {str(out)!r} is a file, not a folder; choose another output=<folder>")
     if (out / "student.safetensors").exists() and not (resume or cfg.overwrite):
         raise TransfuseError(
             f"output folder {str(out)!r} already holds a finished run; choose another output=... or set overwrite=true"
