@@ -144,3 +144,21 @@ def test_lm_recipes_are_dispatched_by_task(run_cli):
 def test_unknown_task(run_cli, tmp_path):
     proc = run_cli("distill", _recipe(tmp_path, task="translate"))
     _assert_clean_error(proc, r"unknown task 'translate'")
+
+
+def test_distill_help_names_list_recipes(run_cli):
+    proc = run_cli("distill", "--help", env={"COLUMNS": "200"})
+    assert "transfuse list recipes" in proc.stdout
+
+
+def test_folder_as_recipe(run_cli, tmp_path):
+    proc = run_cli("distill", tmp_path)
+    assert proc.returncode == 2 and "is a folder" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_file_as_output_folder(run_cli, tmp_path):
+    file = tmp_path / "taken.txt"
+    file.write_text("mine")
+    proc = run_cli("distill", "kd", f"output={file}")
+    assert proc.returncode == 2 and "is a file" in proc.stderr and "Traceback" not in proc.stderr
+    assert file.read_text() == "mine"

@@ -44,7 +44,7 @@ def demo_lm(
 
 @app.command()
 def distill(
-    recipe: Path = typer.Argument(..., help="YAML recipe (see `transfuse recipes`)."),
+    recipe: Path = typer.Argument(..., help="YAML recipe (see `transfuse list recipes`)."),
     overrides: Optional[List[str]] = typer.Argument(None, help="key.sub=value overrides."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint in the output folder."),
 ) -> None:

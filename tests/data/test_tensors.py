@@ -107,3 +107,8 @@ def test_damaged_pt(tmp_path):
 def test_nan_inputs(tmp_path):
     with pytest.raises(TransfuseError, match="NaN"):
         build_data("tensors", _npz(tmp_path, x=np.array([[np.nan, 0.0], [1.0, 2.0]]), y=np.array([0, 1])))
+
+
+def test_folder_as_path_says_folder(tmp_path):
+    with pytest.raises(TransfuseError, match="is a folder"):
+        build_data("tensors", {"path": str(tmp_path)})

@@ -102,6 +102,8 @@ def tensors(
     if path is None:
         raise TransfuseError("tensors needs path=<file.npz or file.pt with keys x and y>")
     file = Path(path).expanduser()
+    if file.is_dir():
+        raise TransfuseError(f"tensor path {str(file)!r} is a folder; pass path=<file.npz or file.pt with keys x and y>")
     if not file.is_file():
         raise TransfuseError(f"tensor file {str(file)!r} does not exist")
     if file.suffix == ".npz":

@@ -104,6 +104,8 @@ def shipped_recipes() -> Dict[str, str]:
 def resolve_recipe(recipe: str | Path) -> Path:
     """A path, or the name of a shipped recipe ("kd" -> recipes/configs/kd.yaml)."""
     path = Path(recipe)
+    if path.is_dir():
+        raise TransfuseError(f"recipe {str(recipe)!r} is a folder; pass a YAML recipe file or a shipped recipe name (transfuse list recipes)")
     if path.exists():
         return path
     shipped = CONFIGS / f"{recipe}.yaml"
@@ -253,6 +255,8 @@ def hold_out(train, n: int, objective, *, seed: int):
 
 def prepare_output(cfg: DistillConfig, resume: bool) -> Path:
     out = Path(cfg.output)
+    if out.exists() and not out.is_dir():
+        raise TransfuseError(f"output {str(out)!r} is a file, not a folder; choose another output=<folder>")
     if (out / "student.safetensors").exists() and not (resume or cfg.overwrite):
         raise TransfuseError(
             f"output folder {str(out)!r} already holds a finished run; choose another output=... or set overwrite=true"
