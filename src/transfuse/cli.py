@@ -57,7 +57,7 @@ def distill(
 @app.command()
 def merge(
     config: Path = typer.Argument(..., help="YAML merge config."),
-    overrides: Optional[List[str]] = typer.Argument(None, help="key.sub=value overrides."),
+    overrides: Optional[List[str]] = typer.Argument(None, help="OUT_DIR first (as mergekit-yaml CONFIG OUT_DIR), then key.sub=value overrides."),
     check: bool = typer.Option(False, "--check", help="Only check the inputs and report each problem."),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow pickle checkpoints (they can run code)."),
 ) -> None:

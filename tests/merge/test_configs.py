@@ -36,3 +36,11 @@ def test_shipped_config_runs_by_name_with_overrides(family, capsys):
         main(["merge", "merge_ties", f"base_model={p['base']}", f"models={models}", f"output={out}"])
     assert exc.value.code == 0, capsys.readouterr().err
     assert read_model(out)["model.norm.weight"].shape == (8,)
+
+
+def test_positional_output_dir_is_the_output_override():
+    from transfuse.recipes.merge import positional_output
+
+    assert positional_output(["./out", "dtype=float32"]) == ["output=./out", "dtype=float32"]
+    assert positional_output(["output=x", "dtype=float32"]) == ["output=x", "dtype=float32"]
+    assert positional_output([]) == []

@@ -1,10 +1,20 @@
-"""``transfuse merge CONFIG [k=v ...] [--check] [--allow-pickle]``: read the config, check, merge."""
+"""``transfuse merge CONFIG [OUT_DIR] [k=v ...] [--check] [--allow-pickle]``: read the config, check, merge.
+
+``OUT_DIR`` as the first word after the config (mergekit's ``mergekit-yaml CONFIG OUT_DIR`` shape) is
+the same as ``output=OUT_DIR``."""
 from __future__ import annotations
 
 import gc
 import sys
 from pathlib import Path
 from typing import List
+
+
+def positional_output(overrides: List[str]) -> List[str]:
+    """A first word with no ``=`` is the output directory (mergekit's shape); the rest stay overrides."""
+    if overrides and "=" not in overrides[0]:
+        return [f"output={overrides[0]}", *overrides[1:]]
+    return list(overrides)
 
 
 def main(config_path: Path, overrides: List[str], *, check: bool, allow_pickle: bool) -> int:
@@ -21,6 +31,7 @@ def main(config_path: Path, overrides: List[str], *, check: bool, allow_pickle: 
     shipped = Path(__file__).parent / "configs" / f"{config_path.name}.yaml"
     if not config_path.exists() and config_path.suffix == "" and shipped.exists():
         config_path = shipped  # a shipped example by name: `transfuse merge merge_ties ...`
+    overrides = positional_output(overrides)
     result = merge(config_path, overrides, check=check, allow_pickle=allow_pickle, progress=sys.stderr.isatty())
     if check:
         for line in result:
