@@ -41,6 +41,10 @@ def test_shipped_config_runs_by_name_with_overrides(family, capsys):
 def test_positional_output_dir_is_the_output_override():
     from transfuse.recipes.merge import positional_output
 
-    assert positional_output(["./out", "dtype=float32"]) == ["output=./out", "dtype=float32"]
+    assert positional_output(["./out", "dtype=float32"]) == ['output="./out"', "dtype=float32"]
+    from transfuse.config import apply_overrides
+
+    for name in ("1", "on", "null", "./out dir"):  # YAML scalars stay paths
+        assert apply_overrides({}, positional_output([name]))["output"] == name
     assert positional_output(["output=x", "dtype=float32"]) == ["output=x", "dtype=float32"]
     assert positional_output([]) == []

@@ -5,15 +5,20 @@ the same as ``output=OUT_DIR``."""
 from __future__ import annotations
 
 import gc
+import json
 import sys
 from pathlib import Path
 from typing import List
 
 
 def positional_output(overrides: List[str]) -> List[str]:
-    """A first word with no ``=`` is the output directory (mergekit's shape); the rest stay overrides."""
+    """A first word with no ``=`` is the output directory (mergekit's shape); the rest stay overrides.
+
+    The path is quoted (a JSON string is a YAML string), so folders named ``1``, ``on`` or ``null``
+    stay paths instead of becoming a number, a boolean or nothing.
+    """
     if overrides and "=" not in overrides[0]:
-        return [f"output={overrides[0]}", *overrides[1:]]
+        return [f"output={json.dumps(overrides[0])}", *overrides[1:]]
     return list(overrides)
 
 
