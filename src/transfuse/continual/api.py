@@ -1,7 +1,6 @@
 """``transfuse.continual.run``: train a method along a stream and record the accuracy matrix."""
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from ...errors import TransfuseError
-from ...objectives._functional import cross_entropy, log_softmax
+from ...objectives._functional import log_softmax
 from .._base import ContinualMethod, restrict
 from ..streams import Task
 from . import methods
