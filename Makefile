@@ -19,6 +19,8 @@ setup: $(STAMP) data
 data:
 	@test -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz || \
 	  { apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; }
+	@test -f /usr/share/wordnet/data.noun || \
+	  { apt-get update -qq && apt-get install -y -qq wordnet-base; }
 
 demo: setup
 	$(VENV)/bin/transfuse demo
