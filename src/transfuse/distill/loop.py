@@ -270,6 +270,15 @@ class Learner:
         if teacher is not None and hasattr(teacher, "to"):
             teacher.to(accelerator.device)
         self.student = accelerator.unwrap_model(self.model)  # the plain module (hooks, state dicts)
+        # Without a gradient scaler, DeepSpeed, Megatron or XLA, Accelerate's backward and optimizer
+        # step are loss.backward() and optimizer.step(), reached through per-step checks (an
+        # importlib look-up for LOMO each call) that cost a tiny student a sizeable part of its step.
+        from accelerate.utils import DistributedType
+
+        special = (DistributedType.DEEPSPEED, DistributedType.MEGATRON_LM, DistributedType.XLA)
+        self._direct = (
+            accelerator.scaler is None and accelerator.distributed_type not in special and accelerator.gradient_accumulation_steps == 1
+        )
         self.stateful_teacher = getattr(teacher, "stateful", False)
 
     # -- the steps of one optimizer step -------------------------------------------------------
@@ -304,7 +313,10 @@ class Learner:
 
     def backward(self, loss: Tensor, weight: float) -> None:
         """Gradients of ``loss * weight`` (weight: the micro-batch's share of the window's units)."""
-        self.accelerator.backward(loss * weight)
+        if self._direct:
+            (loss * weight).backward()
+        else:
+            self.accelerator.backward(loss * weight)
 
     def optimizer_step(self) -> None:
         """Average the objective's own gradients over processes, clip, step optimizer and schedule, clear."""
@@ -314,9 +326,10 @@ class Learner:
                     p.grad = self.accelerator.reduce(p.grad, reduction="mean")
         if self.grad_clip is not None:
             self.accelerator.clip_grad_norm_(self.params, self.grad_clip)
-        self.optimizer.step()
+        optimizer = self.optimizer.optimizer if self._direct else self.optimizer  # the raw one: see __init__
+        optimizer.step()
         self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad(set_to_none=True)
 
     def end_step(self, *, step: int, loss: float) -> None:
         """The objective's and teacher's per-step updates (schedules, EMA teachers)."""
@@ -329,22 +342,26 @@ class Learner:
         """One optimizer step over an accumulation window of micro-batches (``step``: steps done before it)."""
         window = [self.prepare_batch(b, step=step) for b in window]
         accelerator = self.accelerator
-        units = torch.tensor([count_units(b) for b in window], dtype=torch.float64, device=accelerator.device)
-        total_units = accelerator.reduce(units.sum(), reduction="sum") if accelerator.num_processes > 1 else units.sum()
+        units = [count_units(b) for b in window]  # ints; float64 arithmetic below, as exact as on tensors
+        local_units = sum(units)
+        total_units = local_units
+        if accelerator.num_processes > 1:
+            local = torch.tensor(float(local_units), dtype=torch.float64, device=accelerator.device)
+            total_units = float(accelerator.reduce(local, reduction="sum"))
         stats = StepStats(loss=0.0)
         for i, batch in enumerate(window):
             with self.no_sync(i == len(window) - 1), accelerator.autocast():
                 teacher_out = self.teacher_signal(batch)
                 student_out = self.forward(batch)
                 loss = self.loss(student_out, teacher_out, batch)
-            self.backward(loss, float(units[i] * accelerator.num_processes / total_units))
+            self.backward(loss, units[i] * accelerator.num_processes / total_units)
             value = float(loss.detach())
             if not math.isfinite(value):
                 raise TransfuseError(
                     f"the loss became {value} at step {step + 1} (epoch {epoch + 1}); lower the learning rate "
                     "(optim.lr), set optim.grad_clip, or check the inputs for NaN/inf"
                 )
-            stats.loss += value * float(units[i]) / float(units.sum())
+            stats.loss += value * float(units[i]) / float(local_units)
             if batch.labels is not None and student_out.logits is not None and batch.labels.dim() == 1:
                 known = batch.labels >= 0
                 stats.correct += int((student_out.logits.argmax(-1)[known] == batch.labels[known]).sum())
