@@ -80,7 +80,7 @@ class EvalSpec(Strict):
 
 
 class DistillConfig(Strict):
-    task: Literal["classify"] = "classify"  # `task: lm` recipes go to transfuse.lm.recipe
+    task: Literal["classify"] = "classify"  # `task: lm` recipes go to transfuse.recipes.distill_lm
     student: ModelSpec
     teacher: Optional[TeacherSpec] = None
     objective: ObjectiveSpec = Field(default_factory=ObjectiveSpec)
@@ -128,9 +128,9 @@ def load_weights(model: nn.Module, weights: str, *, what: str) -> nn.Module:
     from safetensors.torch import load_file
 
     if weights.startswith("builtin:"):
-        from ..assets import builtin_weights
+        from .builtin_teacher import ensure_builtin
 
-        path = builtin_weights(weights.split(":", 1)[1])
+        path = ensure_builtin(weights.split(":", 1)[1])
     else:
         path = Path(weights).expanduser()
         if not path.exists():
@@ -361,7 +361,7 @@ def main(recipe: str | Path, overrides: List[str], *, resume: bool = False) -> D
     if task == "lm":
         if resume:
             raise TransfuseError("--resume is not supported for task: lm recipes yet; rerun without it")
-        from ..lm.recipe import run_recipe
+        from .distill_lm import run_recipe
 
         return run_recipe(path, overrides)
     if task != "classify":

@@ -1,4 +1,4 @@
-"""Distil a causal language model from a YAML recipe (``recipes/configs/lm_*.yaml``).
+"""`distill` with `task: lm`: distil a causal language model from a YAML recipe (``recipes/configs/lm_*.yaml``).
 
 config -> teacher + tokenizer -> student (a folder, or some of the teacher's layers) -> vocabulary
 check -> text data -> teacher signal (top-k cache built once, or live; sequence-level KD targets)
@@ -121,7 +121,7 @@ def perplexity(model: nn.Module, data, *, batch_size: int = 16) -> float:
 def teacher_nll(student: nn.Module, teacher: nn.Module, data, *, prompt_tokens: int, new_tokens: int, samples: int,
                 seed: int, eos_token_id: Optional[int], pad_token_id: int, batch_size: int = 16) -> float:
     """Mean NLL per token that the teacher gives to the student's sampled continuations of held-out prompts."""
-    from .generate import join_rows, sample_continuations
+    from ..lm.generate import join_rows, sample_continuations
 
     g = torch.Generator().manual_seed(seed)
     prompts = [data.inputs[i, :prompt_tokens].tolist() for i in range(min(samples, len(data)))]
@@ -145,8 +145,8 @@ class Prepared:
     def __init__(self, cfg: LMConfig, *, log=print) -> None:
         from ..cache.topk import TopKTeacher, build_topk_cache, fingerprint_parts, tokenizer_fingerprint
         from ..signals import as_batch
-        from .data import load_records, split_records, tokenize_records
-        from .models import LMTeacher, load_causal_lm, vocab_size_of
+        from ..lm.data import load_records, split_records, tokenize_records
+        from ..lm.models import LMTeacher, load_causal_lm, vocab_size_of
 
         self.cfg = cfg
         t0 = time.perf_counter()
@@ -168,7 +168,7 @@ class Prepared:
         self.pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         self.eos = self.tokenizer.eos_token_id
         if cfg.seqkd.enabled:
-            from .generate import sequence_kd_dataset
+            from ..lm.generate import sequence_kd_dataset
 
             t0 = time.perf_counter()
             self.train_data = sequence_kd_dataset(
@@ -207,7 +207,7 @@ class Prepared:
 
     def student(self) -> tuple:
         """A fresh student and its tokenizer (same seed -> same start)."""
-        from .models import check_vocab, load_causal_lm, student_from_teacher
+        from ..lm.models import check_vocab, load_causal_lm, student_from_teacher
 
         cfg = self.cfg
         if cfg.student.path is not None:
@@ -226,9 +226,9 @@ class Prepared:
         """Train one student with one objective; returns its metrics."""
         from ..distill.loop import make_loader, train
         from ..objectives import build_objective
-        from .chunked import ChunkedLMObjective
-        from .generate import OnPolicyMixing
-        from .models import CausalLM
+        from ..lm.chunked import ChunkedLMObjective
+        from ..lm.generate import OnPolicyMixing
+        from ..lm.models import CausalLM
 
         cfg = self.cfg
         torch.manual_seed(seed)
