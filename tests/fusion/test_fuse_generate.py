@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from conftest import make_tokenizer, sharp_llama
+from fusion_helpers import make_tokenizer, sharp_llama
 from transfuse.errors import TransfuseError
 from transfuse.fusion.generate import fused_generate
 from transfuse.fusion.modes import generate as mode

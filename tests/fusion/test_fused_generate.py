@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from conftest import make_tokenizer, sharp_llama
+from fusion_helpers import make_tokenizer, sharp_llama
 from transfuse.errors import TransfuseError
 from transfuse.fusion.generate import FusedCache, FusedModel, fused_generate
 from transfuse.fusion.rules import build_rule
