@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from conftest import make_tokenizer, sharp_llama
+from fusion_helpers import make_tokenizer, sharp_llama
 from transfuse.errors import TransfuseError
 from transfuse.fusion.generate import FusedCache, FusedModel, fused_generate
 from transfuse.fusion.rules import build_rule
@@ -141,3 +141,11 @@ def test_a_tokenizer_larger_than_a_models_output_is_an_error(lms):
     big = make_tokenizer([f"t{i}" for i in range(44)] + ["<pad>", "<s>", "</s>", "<unk>"])
     with pytest.raises(TransfuseError, match="48 tokens but model 1 has only 40"):
         FusedModel([sharp_llama(7, vocab=48), lms[0]], "mean", tokenizers=[big, big])
+
+
+def test_beam_search_reorders_every_models_cache(lms):
+    ids = _ids()
+    kw = dict(max_new_tokens=6, do_sample=False, num_beams=3, pad_token_id=0)
+    assert torch.equal(lms[0].generate(ids, **kw), FusedModel(lms[:1], "mean").generate(ids, **kw))
+    fused = FusedModel(lms[:2], "product")
+    assert torch.equal(fused.generate(ids, **kw), fused.generate(ids, use_cache=False, **kw))
