@@ -68,6 +68,18 @@ def merge(
     raise typer.Exit(code or 0)
 
 
+@app.command()
+def fuse(
+    config: Path = typer.Argument(..., help="YAML fuse recipe (mode: generate | classifiers | cards)."),
+    overrides: Optional[List[str]] = typer.Argument(None, help="key.sub=value overrides."),
+    evaluate: bool = typer.Option(False, "--eval", help="Also evaluate on the recipe's eval.data labelled file (NLL, exact match)."),
+) -> None:
+    """Fuse several models at inference: combine their next-token (or class) log-probs with a fusion rule."""
+    from .recipes.fuse import main as fuse_main
+
+    fuse_main(config, overrides or [], evaluate=evaluate)
+
+
 @app.command("list")
 def list_(what: str = typer.Argument(..., help="objectives | datasets | models | merge-methods | fusion-rules | recipes")) -> None:
     """Print a registry: each name with a one-line description."""
