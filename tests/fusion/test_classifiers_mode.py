@@ -78,7 +78,7 @@ def test_bad_recipes_fail_before_any_work_and_output_is_kept(setup):
     with pytest.raises(TransfuseError, match="already holds a report"):
         run(_config(tmp, output=str(tmp / "keep")))
     assert (tmp / "keep" / "metrics.json").read_text() == "{}"
-    with pytest.raises(TransfuseError, match="2 models but 1 weights"):
+    with pytest.raises(TransfuseError, match="1 weights were given for 2 models"):
         run(_config(tmp, weights=[1.0], output=str(tmp / "o2")))
     with pytest.raises(TransfuseError, match="unknown fusion-rule 'avg'"):
         run(_config(tmp, rule="avg", output=str(tmp / "o2")))
@@ -89,3 +89,16 @@ def test_bad_recipes_fail_before_any_work_and_output_is_kept(setup):
     with pytest.raises(TransfuseError, match="unknown key 'model'"):
         run({**_config(tmp, output=str(tmp / "o2")), "model": []})
     assert not (tmp / "o2").exists()
+
+
+@pytest.mark.slow
+def test_through_the_cli(setup, run_cli):
+    import yaml
+
+    tmp, *_ = setup
+    cfg = _config(tmp, output=str(tmp / "cli"), rule="logit_mean")
+    (tmp / "clf.yaml").write_text(yaml.safe_dump(cfg))
+    proc = run_cli("fuse", tmp / "clf.yaml", "weights=[1,2]")
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads((tmp / "cli" / "metrics.json").read_text())["rows"]
+    assert [r["run"] for r in rows] == ["a", "b", "fused:logit_mean"]

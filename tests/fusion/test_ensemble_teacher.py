@@ -64,7 +64,7 @@ def test_ensemble_model_matches_the_source_and_checks_weights():
     model = EnsembleModel([a, b], "product", [1.0, 2.0])
     src = EnsembleTeacher([FrozenTeacher(a), FrozenTeacher(b)], "product", [1.0, 2.0])
     assert torch.allclose(model(batch.inputs).logits, src(batch).logits, atol=1e-6)
-    with pytest.raises(TransfuseError, match="2 models but 3 weights"):
+    with pytest.raises(TransfuseError, match="3 weights were given for 2 models"):
         EnsembleModel([a, b], "mean", [1.0, 2.0, 3.0])
     with pytest.raises(TransfuseError, match="non-negative"):
         EnsembleModel([a, b], "mean", [1.0, -1.0])
@@ -109,7 +109,7 @@ def test_ensemble_recipe_errors_are_one_sentence(tmp_path):
     from transfuse.recipes.distill import main
 
     members = [{"name": "mlp", "params": {"hidden": [8]}}]
-    with pytest.raises(TransfuseError, match="1 models but 2 weights"):
+    with pytest.raises(TransfuseError, match="2 weights were given for 1 models"):
         main(_recipe(tmp_path, {"ensemble": members, "weights": [1.0, 2.0]}), [])
     with pytest.raises(TransfuseError, match="fusion weights"):
         main(_recipe(tmp_path, {"ensemble": members, "weights": "t.safetensors"}), [])

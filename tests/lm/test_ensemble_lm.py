@@ -82,7 +82,7 @@ def test_ensemble_members_need_one_vocabulary_and_matching_weights(tmp_path):
     from transfuse.lm.recipe import Prepared
 
     folders = _folders(tmp_path)
-    with pytest.raises(TransfuseError, match="2 models but 1 weights"):
+    with pytest.raises(TransfuseError, match="1 weights were given for 2 models"):
         Prepared(_cfg(tmp_path, folders, cache=False, weights=[1.0]), log=lambda *_: None)
     other = tmp_path / "other"
     make_llama(vocab=41, layers=1).save_pretrained(other)
