@@ -13,9 +13,11 @@ def __getattr__(name: str):
 
     if name in ("distill", "merge"):
         return importlib.import_module(f".{name}", __name__)
+    if name in ("fused_generate", "FusedModel", "fused_logprobs"):
+        return getattr(importlib.import_module(".fusion.generate", __name__), name)
     if name in ("Batch", "Outputs"):
         return getattr(importlib.import_module(".signals", __name__), name)
     raise AttributeError(name)
 
 
-__all__ = ["Batch", "Outputs", "TransfuseError", "distill", "merge", "__version__"]
+__all__ = ["Batch", "FusedModel", "Outputs", "TransfuseError", "distill", "fused_generate", "fused_logprobs", "merge", "__version__"]

@@ -47,3 +47,10 @@ def test_wrong_model_count_for_the_rule_is_one_clear_error(lms):
 def test_weights_must_match_the_models(lms):
     with pytest.raises(TransfuseError, match="2 weights were given for 3 models"):
         fused_logprobs(lms, "product", _ids(), weights=[1.0, 1.0])
+
+
+def test_the_entry_points_are_exported_lazily():
+    import transfuse
+    from transfuse.fusion import generate
+
+    assert transfuse.fused_generate is generate.fused_generate and transfuse.FusedModel is generate.FusedModel
