@@ -116,3 +116,11 @@ def test_ensemble_recipe_errors_are_one_sentence(tmp_path):
     with pytest.raises(TransfuseError, match="only an ensemble"):
         main(_recipe(tmp_path, {"name": "mlp", "weights": [1.0]}), [])
     assert not (tmp_path / "out").exists()
+
+
+def test_public_names():
+    import transfuse
+    from transfuse.fusion.modes import cards, classifiers
+
+    assert transfuse.fuse_classifiers is classifiers.run and transfuse.knowledge_cards is cards.run
+    assert transfuse.EnsembleTeacher is EnsembleTeacher
