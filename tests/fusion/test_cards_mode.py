@@ -79,3 +79,13 @@ def test_cards_mode_on_tiny_models(folders, tmp_path):
         run({**cfg, "queries": None, "overwrite": True})
     with pytest.raises(TransfuseError, match="not a model folder"):
         run({**cfg, "encoder": str(tmp_path), "overwrite": True})
+
+
+def test_queries_come_from_a_prompts_file_or_the_recipe(tmp_path):
+    from transfuse.fusion.modes.cards import CardsConfig, _queries
+
+    (tmp_path / "q.jsonl").write_text('{"prompt": "w1 w2"}\n{"prompt": "w3"}\n')
+    assert _queries(CardsConfig(model="m", cards=["c"], prompts=str(tmp_path / "q.jsonl"))) == ["w1 w2", "w3"]
+    assert _queries(CardsConfig(model="m", cards=["c"], queries=["a"])) == ["a"]
+    with pytest.raises(TransfuseError, match="does not exist"):
+        _queries(CardsConfig(model="m", cards=["c"], prompts=str(tmp_path / "none.txt")))

@@ -24,9 +24,7 @@ Recipe::
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Mapping, Optional, Sequence
 
@@ -172,24 +170,13 @@ def generate_text(model, tokenizer, prompt: str, *, max_new_tokens: int) -> str:
 
 
 def _queries(cfg: CardsConfig) -> List[str]:
+    from .generate import read_prompts
+
     if (cfg.prompts is None) == (cfg.queries is None):
         raise TransfuseError("mode: cards needs exactly one of prompts: FILE (JSONL 'prompt' field or text lines) or queries: [...]")
-    if cfg.queries is not None:
-        queries = [str(q) for q in cfg.queries]
-    else:
-        path = Path(cfg.prompts).expanduser()
-        if not path.exists():
-            raise TransfuseError(f"prompts file {cfg.prompts!r} does not exist; give a JSONL file with a 'prompt' field or a text file")
-        lines = [l for l in path.read_text().splitlines() if l.strip()]
-        if path.suffix == ".jsonl":
-            try:
-                queries = [str(json.loads(l)["prompt"]) for l in lines]
-            except (ValueError, KeyError, TypeError):
-                raise TransfuseError(f"prompts file {cfg.prompts!r}: every line must be a JSON object with a 'prompt' field") from None
-        else:
-            queries = lines
+    queries = [str(q) for q in cfg.queries] if cfg.queries is not None else read_prompts(cfg.prompts)
     if not queries:
-        raise TransfuseError("mode: cards got no queries; put one per line in the prompts file")
+        raise TransfuseError("mode: cards got no queries; give at least one")
     return queries
 
 
@@ -238,11 +225,10 @@ def run(config: Mapping[str, Any]) -> Dict[str, Any]:
             "knowledge": knowledge,
             "answer": generate_text(large, large_tok, prompt, max_new_tokens=cfg.max_new_tokens),
         })
+    from .generate import _atomic_write
+
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write("".join(json.dumps(r) + "\n" for r in records))
-    os.replace(tmp, out)
+    _atomic_write(out, "".join(json.dumps(r) + "\n" for r in records))
     return {"records": records, "written": [str(out)]}
 
 
