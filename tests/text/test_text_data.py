@@ -46,7 +46,7 @@ def test_table_errors(tmp_path, toy_csv):
         build_data("text_table", {"path": str(tmp_path)})
     with pytest.raises(TransfuseError, match="must end in .csv, .tsv or .jsonl"):
         build_data("text_table", {"path": str(_touch(tmp_path / "x.txt"))})
-    with pytest.raises(TransfuseError, match="label 'rock', which no training row has"):
+    with pytest.raises(TransfuseError, match="label 'rock', which no training sample has"):
         build_data("text_table", {"path": str(toy_csv), "test_path": str(_write(tmp_path / "t2.csv", "text,label\na,rock\n"))})
 
 

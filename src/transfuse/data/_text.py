@@ -195,6 +195,14 @@ def label_ids(names: Sequence[str]) -> tuple[list[int], list[str]]:
     return [ids[n] for n in names], classes
 
 
+def known_label_ids(names: Sequence[str], classes: List[str], where: str) -> list[int]:
+    """Class ids of test label names; a name the training labels lack is an error naming it."""
+    unknown = sorted(set(names) - set(classes))
+    if unknown:
+        raise TransfuseError(f"{where} has label {unknown[0]!r}, which no training sample has; fix the labels")
+    return [classes.index(n) for n in names]
+
+
 def _is_number(v: str) -> bool:
     try:
         float(v)

@@ -7,7 +7,7 @@ from typing import Optional
 
 from ..errors import TransfuseError
 from . import DataSplits, datasets
-from ._text import label_ids, text_splits
+from ._text import known_label_ids, label_ids, text_splits
 
 
 def _columns(ds, text_column: str, label_column: str, where: str):
@@ -60,10 +60,7 @@ def hf_datasets(
     has_test = test_split is not None and test_split in loaded
     if has_test:
         test_texts, test_names = _columns(loaded[test_split], text_column, label_column, f"split {test_split!r}")
-        unknown = sorted(set(test_names) - set(classes))
-        if unknown:
-            raise TransfuseError(f"split {test_split!r} has label {unknown[0]!r}, which split {split!r} lacks")
-        test_ids = [classes.index(n) for n in test_names]
+        test_ids = known_label_ids(test_names, classes, f"split {test_split!r}")
     return text_splits(
         "hf_datasets", texts, ids, class_names=classes, test_texts=test_texts, test_labels=test_ids,
         test_fraction=0.0 if has_test else test_fraction, labelled=labelled, unlabelled=unlabelled,

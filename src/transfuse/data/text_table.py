@@ -13,7 +13,7 @@ from typing import List, Optional, Tuple
 
 from ..errors import TransfuseError
 from . import DataSplits, datasets
-from ._text import label_ids, text_splits
+from ._text import known_label_ids, label_ids, text_splits
 
 
 def _read(path: str, text_column: str, label_column: str, what: str) -> Tuple[List[str], List[str]]:
@@ -86,10 +86,7 @@ def text_table(
     ids, classes = label_ids(names)
     test_ids = None
     if test_names is not None:
-        unknown = sorted(set(test_names) - set(classes))
-        if unknown:
-            raise TransfuseError(f"the test file has label {unknown[0]!r}, which no training row has; fix the labels")
-        test_ids = [classes.index(n) for n in test_names]
+        test_ids = known_label_ids(test_names, classes, "the test file")
     return text_splits(
         "text_table", texts, ids, class_names=classes, test_texts=test_texts, test_labels=test_ids,
         test_fraction=test_fraction if test_path is None else 0.0, labelled=labelled, unlabelled=unlabelled,
