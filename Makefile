@@ -21,8 +21,8 @@ setup: $(STAMP) data
 data:
 	@test -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz || \
 	  { apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; }
-	@test -f /usr/share/wordnet/data.noun || \
-	  { apt-get update -qq && apt-get install -y -qq wordnet-base; }
+	@test -f /usr/share/wordnet/data.noun && test -f /usr/share/games/fortunes/fortunes || \
+	  { apt-get update -qq && apt-get install -y -qq wordnet-base fortunes-min; }
 
 demo: setup
 	$(VENV)/bin/transfuse demo

@@ -176,6 +176,7 @@ class Pieces:
 def build_pieces(cfg: DistillConfig) -> Pieces:
     """Data, student, teacher model and objective, each checked; nothing is written."""
     from ..data import build_data
+    from ..data._text import tokenize_for
     from ..models import build_model
     from ..objectives import build_objective
     from ..seeding import seed_everything
@@ -199,11 +200,13 @@ def build_pieces(cfg: DistillConfig) -> Pieces:
         if cfg.teacher.weights:
             load_weights(teacher, cfg.teacher.weights, what="teacher")
         teacher.eval()
-        _check_class_counts(teacher, student, data, fewer_ok=objective.teacher_may_have_fewer_classes)
     elif cfg.teacher is None and objective.needs_teacher:
         raise TransfuseError(
             f"objective {cfg.objective.name!r} needs a teacher; add a `teacher:` section or use objective.name=ce"
         )
+    data = tokenize_for(data, student, teacher)  # text: token ids from each model's own tokenizer
+    if teacher is not None:
+        _check_class_counts(teacher, student, data, fewer_ok=objective.teacher_may_have_fewer_classes)
     return Pieces(data=data, student=student, teacher_model=teacher, objective=objective)
 
 
@@ -232,9 +235,11 @@ def _ensemble_model(spec: TeacherSpec, data: Any) -> nn.Module:
 def _check_class_counts(teacher: nn.Module, student: nn.Module, data: Any, *, fewer_ok: bool = False) -> None:
     from ..signals import as_outputs
 
+    from ..data._text import teacher_view
+
     probe = data.train.inputs[:2]
     with torch.inference_mode():
-        t = as_outputs(teacher(probe)).logits.shape[-1]
+        t = as_outputs(teacher(teacher_view(data.train)[:2])).logits.shape[-1]
         s = as_outputs(student.eval()(probe)).logits.shape[-1]
     student.train()
     if (t > s) if fewer_ok else (t != s):
@@ -263,6 +268,7 @@ def teacher_source(cfg: DistillConfig, pieces: Pieces):
 def _member_source(spec: TeacherSpec, model: nn.Module, pieces: Pieces):
     """One teacher model as a source: its logits cached over the training split, or live."""
     from ..cache import CachedTeacher, build_or_load_logits_cache
+    from ..data._text import teacher_view
     from ..teachers import FrozenTeacher
 
     if not spec.cache:
@@ -270,7 +276,7 @@ def _member_source(spec: TeacherSpec, model: nn.Module, pieces: Pieces):
     train = pieces.data.train
     cache = build_or_load_logits_cache(
         model,
-        train.inputs,
+        teacher_view(train),
         train.index,
         cache_dir=Path(spec.cache_dir).expanduser(),
         cache_path=spec.cache_path,
@@ -327,6 +333,24 @@ def save_student(model: nn.Module, folder: Path, config: Dict[str, Any]) -> None
     os.replace(tmp_cfg, folder / "run_config.json")
 
 
+def save_pretrained_model(model: nn.Module, folder: Path) -> None:
+    """A Hugging Face student also as a ``save_pretrained`` folder with its tokenizer (written aside, then renamed)."""
+    import shutil
+
+    from ..models.hf_text import tokenizer_of
+
+    if not hasattr(model, "save_pretrained"):
+        return
+    tmp = folder.with_name(f".{folder.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    if tokenizer_of(model) is not None:
+        tokenizer_of(model).save_pretrained(tmp)
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(tmp, folder)
+
+
 def run(cfg: DistillConfig, *, resume: bool = False) -> Dict[str, Any]:
     """Run a validated config; returns the final metrics."""
     from ..distill.loop import make_loader, train
@@ -339,8 +363,9 @@ def run(cfg: DistillConfig, *, resume: bool = False) -> Dict[str, Any]:
     teacher_test_logits = None
     if pieces.teacher_model is not None and data.test is not None:
         from ..cache.logits import compute_logits
+        from ..data._text import teacher_view
 
-        teacher_test_logits = compute_logits(pieces.teacher_model, data.test.inputs, batch_size=cfg.data.eval_batch_size)
+        teacher_test_logits = compute_logits(pieces.teacher_model, teacher_view(data.test), batch_size=cfg.data.eval_batch_size)
 
     def per_epoch(model: nn.Module) -> Dict[str, Any]:
         if data.test is None or not cfg.eval.each_epoch:
@@ -385,6 +410,7 @@ def run(cfg: DistillConfig, *, resume: bool = False) -> Dict[str, Any]:
         m.pop("logits", None)
         metrics.update(m)
     save_student(result.student, out, cfg.model_dump())
+    save_pretrained_model(result.student, out / "model")
     write_report(
         out / "report",
         rows=[{"run": "student", **{k: v for k, v in metrics.items() if not isinstance(v, (list, dict))}}],
