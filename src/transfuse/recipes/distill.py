@@ -19,6 +19,7 @@ from torch import nn
 
 from ..config import Strict, load_config
 from ..errors import TransfuseError
+from ._checks import check_teacher_classes, check_unfinished_run, probe
 
 CONFIGS = Path(__file__).parent / "configs"
 
@@ -177,6 +178,7 @@ def build_pieces(cfg: DistillConfig) -> Pieces:
     student = build_model(cfg.student.name, cfg.student.params, in_shape=data.in_shape, num_classes=data.num_classes)
     if cfg.student.weights:
         load_weights(student, cfg.student.weights, what="student")
+    probe(student, data, what="student", name=cfg.student.name)
     objective = build_objective(cfg.objective.name, cfg.objective.params)
     teacher = None
     if cfg.teacher is not None and cfg.teacher.source == "model":
@@ -186,6 +188,7 @@ def build_pieces(cfg: DistillConfig) -> Pieces:
         if cfg.teacher.weights:
             load_weights(teacher, cfg.teacher.weights, what="teacher")
         teacher.eval()
+        probe(teacher, data, what="teacher", name=cfg.teacher.name)
         _check_class_counts(teacher, student, data, fewer_ok=objective.teacher_may_have_fewer_classes)
     elif cfg.teacher is None and objective.needs_teacher:
         raise TransfuseError(
@@ -202,6 +205,7 @@ def _check_class_counts(teacher: nn.Module, student: nn.Module, data: Any, *, fe
         t = as_outputs(teacher(probe)).logits.shape[-1]
         s = as_outputs(student.eval()(probe)).logits.shape[-1]
     student.train()
+    check_teacher_classes(t, data)
     if (t > s) if fewer_ok else (t != s):
         raise TransfuseError(f"the teacher predicts {t} classes but the student {s}; give both the same number of classes")
     if s != data.num_classes:
@@ -263,6 +267,7 @@ def prepare_output(cfg: DistillConfig, resume: bool) -> Path:
         )
     if resume and not (out / "checkpoints" / "latest").exists():
         raise TransfuseError(f"nothing to resume in {str(out)!r}: it has no checkpoint; run without --resume")
+    check_unfinished_run(out, resume=resume, overwrite=cfg.overwrite)
     return out
 
 
