@@ -19,6 +19,7 @@ from torch import nn
 
 from ..config import Strict, load_config
 from ..errors import TransfuseError
+from ._checks import check_teacher_classes, check_unfinished_run, probe
 
 CONFIGS = Path(__file__).parent / "configs"
 
@@ -176,7 +177,7 @@ class Pieces:
 def build_pieces(cfg: DistillConfig) -> Pieces:
     """Data, student, teacher model and objective, each checked; nothing is written."""
     from ..data import build_data
-    from ..data._text import tokenize_for
+    from ..data._text import teacher_view, tokenize_for
     from ..models import build_model
     from ..objectives import build_objective
     from ..seeding import seed_everything
@@ -190,7 +191,6 @@ def build_pieces(cfg: DistillConfig) -> Pieces:
     teacher = None
     if cfg.teacher is not None and cfg.teacher.ensemble is not None:
         teacher = _ensemble_model(cfg.teacher, data)
-        _check_class_counts(teacher, student, data, fewer_ok=objective.teacher_may_have_fewer_classes)
     elif cfg.teacher is not None and cfg.teacher.source == "model":
         if isinstance(cfg.teacher.weights, list):
             raise TransfuseError("teacher.weights is a list of fusion weights, which only an ensemble takes; give a .safetensors file")
@@ -205,7 +205,9 @@ def build_pieces(cfg: DistillConfig) -> Pieces:
             f"objective {cfg.objective.name!r} needs a teacher; add a `teacher:` section or use objective.name=ce"
         )
     data = tokenize_for(data, student, teacher)  # text: token ids from each model's own tokenizer
+    probe(student, data, what="student", name=cfg.student.name)
     if teacher is not None:
+        probe(teacher, data, what="teacher", name=cfg.teacher.name or "ensemble", inputs=teacher_view(data.train))
         _check_class_counts(teacher, student, data, fewer_ok=objective.teacher_may_have_fewer_classes)
     return Pieces(data=data, student=student, teacher_model=teacher, objective=objective)
 
@@ -242,6 +244,7 @@ def _check_class_counts(teacher: nn.Module, student: nn.Module, data: Any, *, fe
         t = as_outputs(teacher(teacher_view(data.train)[:2])).logits.shape[-1]
         s = as_outputs(student.eval()(probe)).logits.shape[-1]
     student.train()
+    check_teacher_classes(t, data)
     if (t > s) if fewer_ok else (t != s):
         raise TransfuseError(f"the teacher predicts {t} classes but the student {s}; give both the same number of classes")
     if s != data.num_classes:
@@ -317,6 +320,7 @@ def prepare_output(cfg: DistillConfig, resume: bool) -> Path:
         )
     if resume and not (out / "checkpoints" / "latest").exists():
         raise TransfuseError(f"nothing to resume in {str(out)!r}: it has no checkpoint; run without --resume")
+    check_unfinished_run(out, resume=resume, overwrite=cfg.overwrite)
     return out
 
 
