@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import toy_texts
+from text_helpers import toy_texts
 from transfuse.data import build_data
 from transfuse.data._text import TextTensors, teacher_view, tokenize_splits
 from transfuse.errors import TransfuseError
