@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
-ORDER = ["foundation", "data_eval", "objectives", "lm", "merge"]
+ORDER = ["foundation", "data_eval", "objectives", "lm", "merge", "peer_conventions"]
 
 HEADER = """# Benchmarks
 
