@@ -21,6 +21,10 @@ def trl():
             for red in ("batchmean", "sum", "mean"):
                 out[f"{beta}|{temp}|{red}"] = float(GKDTrainer.generalized_jsd_loss(s, t, labels, beta=beta, temperature=temp, reduction=red))
             out[f"{beta}|{temp}|num_items_in_batch"] = float(GKDTrainer.generalized_jsd_loss(s, t, labels, beta=beta, temperature=temp, num_items_in_batch=7))
+    from trl.experimental.iw_opd.iw_opd_trainer import IWOPDTrainer
+    for beta in (0.0, 0.5, 1.0):
+        for tail in (True, False):
+            out[f"topk|{beta}|{tail}"] = float(IWOPDTrainer.generalized_jsd_loss(s, t, labels, beta=beta, temperature=2.0, top_k=3, add_tail=tail))
     return out
 
 def torchdistill():

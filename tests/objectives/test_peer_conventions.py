@@ -23,7 +23,18 @@ def _inputs():
 TRL = json.loads((DATA / "peer_trl.json").read_text())
 
 
-@pytest.mark.parametrize("key", sorted(TRL))
+@pytest.mark.parametrize("key", sorted(k for k in TRL if k.startswith("topk|")))
+def test_trl_top_k_supports(key):
+    _, beta, tail = key.split("|")
+    s, t, labels = _inputs()
+    support = {"0.0": "teacher_topk", "1.0": "student_topk"}.get(beta, "union")  # TRL picks the support by beta
+    obj = build_objective("jsd", {"beta": float(beta), "temperature": 2.0, "kl_at_endpoints": True, "reduction": "batchmean",
+                                  "support": support, "top_k": 3, "tail": tail == "True"})
+    got = float(obj(Outputs(logits=s), Outputs(logits=t), Batch(inputs=labels.clamp_min(0), labels=labels)))
+    assert got == pytest.approx(TRL[key], rel=1e-5, abs=1e-6)
+
+
+@pytest.mark.parametrize("key", sorted(k for k in TRL if not k.startswith("topk|")))
 def test_trl_generalized_jsd_loss(key):
     beta, temp, red = key.split("|")
     s, t, labels = _inputs()
