@@ -16,7 +16,7 @@ def _folders(tmp_path, seeds=(1, 2)):
 
 
 def _cfg(tmp_path, folders, *, cache, rule="mean", weights=None):
-    from transfuse.lm.recipe import LMConfig
+    from transfuse.recipes.distill_lm import LMConfig
 
     (tmp_path / "text.txt").write_text("\n\n".join(" ".join(f"w{(i * 7 + j) % 32}" for j in range(30)) for i in range(8)))
     return LMConfig.model_validate({
@@ -48,7 +48,7 @@ def _members_mean(folders, batch):
 
 
 def test_live_ensemble_teacher_is_the_mean_of_its_members_per_token(tmp_path):
-    from transfuse.lm.recipe import Prepared
+    from transfuse.recipes.distill_lm import Prepared
 
     folders = _folders(tmp_path)
     prepared = Prepared(_cfg(tmp_path, folders, cache=False), log=lambda *_: None)
@@ -62,7 +62,7 @@ def test_live_ensemble_teacher_is_the_mean_of_its_members_per_token(tmp_path):
 
 @pytest.mark.slow
 def test_cached_ensemble_teacher_stores_the_fused_distribution(tmp_path):
-    from transfuse.lm.recipe import Prepared
+    from transfuse.recipes.distill_lm import Prepared
 
     folders = _folders(tmp_path)
     prepared = Prepared(_cfg(tmp_path, folders, cache=True), log=lambda *_: None)
@@ -79,7 +79,7 @@ def test_cached_ensemble_teacher_stores_the_fused_distribution(tmp_path):
 
 def test_ensemble_members_need_one_vocabulary_and_matching_weights(tmp_path):
     from transfuse.errors import TransfuseError
-    from transfuse.lm.recipe import Prepared
+    from transfuse.recipes.distill_lm import Prepared
 
     folders = _folders(tmp_path)
     with pytest.raises(TransfuseError, match="1 weights were given for 2 models"):

@@ -150,7 +150,7 @@ def teacher_nll(student: nn.Module, teacher: nn.Module, data, *, prompt_tokens: 
 def _load_ensemble(spec: LMTeacherSpec) -> List[tuple]:
     """(model, tokenizer) of every ``teacher.ensemble`` member, frozen; one tokenizer and output size for all."""
     from ..cache.topk import tokenizer_fingerprint
-    from .models import load_causal_lm, vocab_size_of
+    from ..lm.models import load_causal_lm, vocab_size_of
 
     from ..fusion.apply import check_weights, resolve_rule
 
