@@ -6,7 +6,7 @@ standard deviation of each metric over seeds, and the mean accuracy matrix.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Union
 
 import numpy as np
 

@@ -6,14 +6,12 @@ replaces the target, so a report is never half-written; plots on matplotlib's Ag
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Mapping
 
 import numpy as np
 
-from ..eval.report import _check_target, _plain, _replace, markdown_table
+from ..eval.report import _plain, atomic_folder, markdown_table
 
 # the columns of the summary table, in order (the full set is in results.json)
 TABLE_METRICS = ("acc", "bwt", "fwt", "forgetting_max", "forgetting_last", "libero_auc")
@@ -33,24 +31,24 @@ def metrics_rows(summary: Mapping[str, Any]) -> List[Dict[str, Any]]:
     return rows
 
 
-def _figure(width: float, height: float):
+def _grid(summary: Mapping[str, Any], width: float, height: float):
+    """A figure with one panel per method (at most 4 a row): (figure, [(label, axes), ...])."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(width, height), dpi=110)
+    labels = list(summary["methods"])
+    cols = min(len(labels), 4)
+    rows = (len(labels) + cols - 1) // cols
+    fig = Figure(figsize=(width * cols, height * rows + 0.4), dpi=110)
     FigureCanvasAgg(fig)
-    return fig
+    return fig, [(label, fig.add_subplot(rows, cols, n + 1)) for n, label in enumerate(labels)]
 
 
 def plot_matrices(path: Path, summary: Mapping[str, Any], title: str) -> None:
     """One heat-map per method of the mean R[i][j] (rows: after training task i; columns: task j)."""
-    labels = list(summary["methods"])
-    cols = min(len(labels), 4)
-    rows = (len(labels) + cols - 1) // cols
-    fig = _figure(3.2 * cols, 3.0 * rows + 0.4)
-    for n, label in enumerate(labels):
+    fig, panels = _grid(summary, 3.2, 3.0)
+    for label, ax in panels:
         R = np.asarray(summary["methods"][label]["R"])  # (T, T)
-        ax = fig.add_subplot(rows, cols, n + 1)
         ax.imshow(R, vmin=0.0, vmax=1.0, cmap="viridis")
         T = len(R)
         for i in range(T):
@@ -69,13 +67,9 @@ def plot_matrices(path: Path, summary: Mapping[str, Any], title: str) -> None:
 
 def plot_timeline(path: Path, summary: Mapping[str, Any], title: str) -> None:
     """Per method, the accuracy on every task after every epoch of the run (mean over seeds)."""
-    labels = list(summary["methods"])
-    cols = min(len(labels), 4)
-    rows = (len(labels) + cols - 1) // cols
-    fig = _figure(3.4 * cols, 2.6 * rows + 0.4)
-    for n, label in enumerate(labels):
+    fig, panels = _grid(summary, 3.4, 2.6)
+    for n, (label, ax) in enumerate(panels):
         timeline = np.asarray(summary["methods"][label]["timeline"])  # (E_total, T)
-        ax = fig.add_subplot(rows, cols, n + 1)
         if timeline.size:
             steps = np.arange(1, len(timeline) + 1)
             for j in range(timeline.shape[1]):
@@ -95,10 +89,7 @@ def plot_timeline(path: Path, summary: Mapping[str, Any], title: str) -> None:
 def write_continual_report(folder: str | Path, summary: Mapping[str, Any], title: str) -> Path:
     """report.md, results.json (every run's R and metrics), matrices.png and timeline.png in ``folder``."""
     folder = Path(folder)
-    _check_target(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
-    try:
+    with atomic_folder(folder) as tmp:
         plot_matrices(tmp / "matrices.png", summary, title)
         plot_timeline(tmp / "timeline.png", summary, title)
         stream = summary.get("stream", {})
@@ -110,8 +101,4 @@ def write_continual_report(folder: str | Path, summary: Mapping[str, Any], title
         (tmp / "report.md").write_text("\n".join(md))
         (tmp / "metrics.json").write_text(json.dumps(_plain({"title": title, "rows": metrics_rows(summary)}), indent=2))
         (tmp / "results.json").write_text(json.dumps(_plain(summary), indent=2, allow_nan=False))
-        _replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return folder

@@ -18,42 +18,26 @@ import torch
 from ..errors import TransfuseError
 from . import DataSplits, IndexedTensors, datasets, fingerprint_tensors
 from ._common import _generator, stratified_split
-
-WORDNET = Path("/usr/share/wordnet")
-FORTUNES = Path("/usr/share/games/fortunes")
-# WordNet's lexicographer files in the order of their numbers 00..44 (WordNet 3.0, lexnames(5WN))
-LEXNAMES = (
-    "adj.all adj.pert adv.all noun.Tops noun.act noun.animal noun.artifact noun.attribute noun.body noun.cognition "
-    "noun.communication noun.event noun.feeling noun.food noun.group noun.location noun.motive noun.object "
-    "noun.person noun.phenomenon noun.plant noun.possession noun.process noun.quantity noun.relation noun.shape "
-    "noun.state noun.substance noun.time verb.body verb.change verb.cognition verb.communication verb.competition "
-    "verb.consumption verb.contact verb.creation verb.emotion verb.motion verb.perception verb.possession "
-    "verb.social verb.stative verb.weather adj.ppl"
-).split()
+from .fortunes import ROOT as FORTUNES_ROOT, read_fortunes
+from .wordnet import LEXNAMES, POS, ROOT as WORDNET_ROOT, read_glosses
 
 
-def wordnet_glosses(root: Path = WORDNET) -> Dict[str, List[str]]:
-    """Category name -> the glosses of its synsets (text after ``|``), read from the data.* files."""
-    files = [root / f"data.{pos}" for pos in ("noun", "verb", "adj", "adv")]
-    if not all(f.exists() for f in files):
-        raise TransfuseError(f"WordNet's data files are not in {root}; install them with `apt-get install wordnet-base`")
+def wordnet_glosses(root: Path = WORDNET_ROOT) -> Dict[str, List[str]]:
+    """Category name -> the glosses of its synsets (read by the wordnet data set's reader)."""
+    texts, lex = read_glosses(root, list(POS))
     out: Dict[str, List[str]] = {}
-    for f in files:
-        for line in f.read_text(encoding="latin-1").splitlines():
-            if line.startswith("  ") or "|" not in line:
-                continue  # the licence header
-            fields = line.split(" ", 2)
-            out.setdefault(LEXNAMES[int(fields[1])], []).append(line.split("|", 1)[1].strip())
+    for text, k in zip(texts, lex):
+        out.setdefault(LEXNAMES[k], []).append(text)
     return out
 
 
-def fortunes(root: Path = FORTUNES) -> Dict[str, List[str]]:
-    """Topic (file name) -> its fortunes."""
-    topics = sorted(p for p in root.glob("*") if p.is_file() and p.suffix == "") if root.is_dir() else []
-    if not topics:
-        raise TransfuseError(f"no fortune files in {root}; install them with `apt-get install fortunes-min` (or `fortunes`)")
-    return {p.name: [t.strip() for t in p.read_text(encoding="utf-8", errors="replace").split("\n%\n") if t.strip()]
-            for p in topics}
+def fortunes(root: Path = FORTUNES_ROOT) -> Dict[str, List[str]]:
+    """Topic (file name) -> its fortunes (read by the fortunes data set's reader)."""
+    texts, labels, names = read_fortunes(root, None)
+    out: Dict[str, List[str]] = {name: [] for name in names}
+    for text, c in zip(texts, labels):
+        out[names[c]].append(text)
+    return out
 
 
 def _pick(texts: Dict[str, List[str]], categories: Optional[Sequence[str]], min_per_class: int) -> List[str]:

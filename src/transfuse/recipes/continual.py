@@ -48,10 +48,8 @@ class ContinualConfig(Strict):
 def _check_stream_keys(stream: Dict[str, Any]) -> None:
     from ..continual.streams import build_stream
 
-    valid = [p for p in inspect.signature(build_stream).parameters if p != "seed"]
+    valid = list(inspect.signature(build_stream).parameters)  # a stream.seed is refused by compare
     for key in stream:
-        if key == "seed":
-            raise TransfuseError("stream.seed is set by seeds=[...]; remove stream.seed")
         if key not in valid:
             raise TransfuseError(f"unknown stream key {key!r}.{closest(key, valid)} Valid: {', '.join(valid)}.")
 
