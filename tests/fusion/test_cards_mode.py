@@ -89,3 +89,22 @@ def test_queries_come_from_a_prompts_file_or_the_recipe(tmp_path):
     assert _queries(CardsConfig(model="m", cards=["c"], queries=["a"])) == ["a"]
     with pytest.raises(TransfuseError, match="does not exist"):
         _queries(CardsConfig(model="m", cards=["c"], prompts=str(tmp_path / "none.txt")))
+
+
+def test_a_card_that_writes_nothing_is_never_selected(folders, tmp_path, monkeypatch):
+    from transfuse.fusion.modes import cards as mode
+
+    real, calls = mode.generate_text, []
+
+    def first_card_silent(model, tokenizer, prompt, *, max_new_tokens):
+        calls.append(prompt)  # per query: card_a, card_b, then the large model's answer
+        return "" if len(calls) == 1 else real(model, tokenizer, prompt, max_new_tokens=max_new_tokens)
+
+    monkeypatch.setattr(mode, "generate_text", first_card_silent)
+    cfg = {"mode": "cards", "model": folders["large"], "cards": [folders["card_a"], folders["card_b"]],
+           "queries": ["w1 w2 w3"], "encoder": folders["enc"], "card_new_tokens": 6, "max_new_tokens": 2,
+           "relevance": {"top_k": 2}, "factuality": {"top_k": 2}, "output": str(tmp_path / "cards.jsonl"),
+           "template": "{knowledge} : {query}"}
+    row = mode.run(cfg)["records"][0]
+    assert len(calls) == 3 and row["cards"][0]["text"] == "" and row["cards"][1]["text"] != ""
+    assert row["relevant"] == [1] and row["selected"] == [1] and len(row["factuality"]) == 1

@@ -193,9 +193,12 @@ def run(config: Mapping[str, Any]) -> Dict[str, Any]:
     if "{knowledge}" not in cfg.template or "{query}" not in cfg.template:
         raise TransfuseError("template must contain {knowledge} and {query}")
     queries = _queries(cfg)
+    from ...lm.models import DEFAULT_TEACHER
+
     for p in [cfg.model, *cfg.cards]:
-        if not Path(p).expanduser().exists():
-            raise TransfuseError(f"model folder {p!r} does not exist; give local Hugging Face model folders")
+        if p != DEFAULT_TEACHER and not Path(p).expanduser().exists():
+            raise TransfuseError(f"model folder {p!r} does not exist; give local Hugging Face model folders "
+                                 f"or {DEFAULT_TEACHER!r}")
     encoder = Encoder(encoder_path(cfg.encoder))
     large, large_tok = load_causal_lm(str(Path(cfg.model).expanduser()))
     cards = [load_causal_lm(str(Path(p).expanduser())) for p in cfg.cards]
@@ -203,13 +206,14 @@ def run(config: Mapping[str, Any]) -> Dict[str, Any]:
     for query in queries:
         texts = [generate_text(m, t, cfg.card_prompt.format(query=query), max_new_tokens=cfg.card_new_tokens) for m, t in cards]
         embs = encoder([query] + texts)  # (1 + N, D)
-        relevant = relevance_select(embs[0], embs[1:], cfg.relevance.top_k)
+        written = [i for i, t in enumerate(texts) if t]  # a card that wrote nothing is never selected
+        relevant = [written[j] for j in relevance_select(embs[0], embs[1:][written], cfg.relevance.top_k)] if written else []
         pruned = []
         for i in relevant:
             sentences = split_sentences(texts[i]) or [texts[i]]
             sims = encoder(sentences) @ embs[0]  # (S,)
             pruned.append(prune_text(sentences, sims, max_sentences=cfg.pruning.max_sentences, max_words=cfg.pruning.max_words))
-        if cfg.factuality.method == "lm_likelihood":
+        if cfg.factuality.method == "lm_likelihood" and pruned:
             fact = factuality_scores(large, large_tok, [query] * len(pruned), pruned)
             chosen = [relevant[j] for j in factuality_select(fact, cfg.factuality.top_k)]
         else:
