@@ -291,7 +291,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
 
     small = args.small
     heal_steps = args.heal_steps or (20 if small else 150)
-    ft_steps = args.ft_steps or (20 if small else 150)
+    ft_steps = args.ft_steps or (20 if small else 300)
     n_train, n_eval, n_off = (400, 64, 8) if small else (2400, 300, 32)
     cache = Path(args.cache).expanduser() if args.cache else cache_root() / "upscaling"
     log = lambda m: print(m, flush=True)  # noqa: E731
