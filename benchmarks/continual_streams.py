@@ -1,7 +1,8 @@
 """Every continual method on the issue's streams, 3 seeds: ACC, BWT, FWT, forgetting (mean ± std).
 
 usage: python benchmarks/continual_streams.py SCENARIO [--seeds 0 1 2] [--json out.json]
-SCENARIO: class | task | domain (Split / permuted Fashion-MNIST, 5 tasks) | text (WordNet, 5 tasks x 2
+SCENARIO: class | task | domain | rotated | noisy (Split / permuted / rotated 0-144 degrees / Gaussian noise
+std 0-1 Fashion-MNIST, 5 tasks) | text (WordNet, 5 tasks x 2
 lexical categories, text_bow features). Each seed rebuilds the stream (its subsets, permutations) and
 trains every method from the same start. Prints a Markdown table for docs/benchmarks/continual.md.
 """
@@ -22,6 +23,12 @@ STREAMS = {
     "domain": ({"scenario": "domain", "dataset": "fashion_mnist", "tasks": 5, "transform": "permuted",
                 "train_per_task": 1500, "test_per_task": 500},
                COMMON + ["vida", "joint"]),
+    "rotated": ({"scenario": "domain", "dataset": "fashion_mnist", "tasks": 5, "transform": "rotated",
+                 "train_per_task": 1500, "test_per_task": 500},
+                COMMON + ["vida", "joint"]),
+    "noisy": ({"scenario": "domain", "dataset": "fashion_mnist", "tasks": 5, "transform": "noisy",
+               "train_per_task": 1500, "test_per_task": 500},
+              COMMON + ["vida", "joint"]),
     "text": ({"scenario": "class", "dataset": "text_bow", "tasks": 5,
               "params": {"categories": ["noun.animal", "noun.plant", "noun.food", "noun.artifact", "noun.person",
                                         "noun.location", "verb.motion", "verb.communication", "noun.body", "noun.time"],
@@ -49,6 +56,13 @@ def main() -> None:
     for label, s in out["methods"].items():
         cells = [f"{s['mean'][k]:.3f} ± {s['std'][k]:.3f}" for k in COLUMNS]
         print(f"| {label} | " + " | ".join(cells) + f" | {s['seconds']:.0f} |")
+    if "vida" in out["methods"]:  # test-time adaptation: each later domain before (source model) and after adapting
+        R = out["methods"]["vida"]["R"]  # (T, T) mean over seeds
+        later = range(1, len(R))
+        source = sum(R[0][j] for j in later) / len(later)
+        adapted = sum(R[j][j] for j in later) / len(later)
+        print(f"\nvida, domains 2..{len(R)}: source model (no adaptation) {source:.3f}, after adapting without labels "
+              f"{adapted:.3f} (mean over seeds of R[0][j] and R[j][j])")
     if args.json:
         summary = {k: {"mean": v["mean"], "std": v["std"], "R": v["R"]} for k, v in out["methods"].items()}
         with open(args.json, "w") as f:

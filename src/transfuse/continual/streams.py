@@ -1,11 +1,11 @@
-"""Task streams built from data-registry entries: split by classes, permuted, rotated, or the user's list.
+"""Task streams built from data-registry entries: split by classes, permuted, rotated, noisy, or the user's list.
 
 A scenario (van de Ven & Tolias 2019, "Three scenarios for continual learning") says what a task is and
 whether its id is known at test time:
 - ``class``: tasks are disjoint groups of classes, one output head over every class, no task id;
 - ``task``: the same groups, with the task id given, so predictions are restricted to the task's classes;
-- ``domain``: every task has all classes under a different input transform (``permuted`` pixels or
-  ``rotated`` images), no task id;
+- ``domain``: every task has all classes under a different input transform (``permuted`` pixels,
+  ``rotated`` images, or ``noisy``: Gaussian noise of std 0.25 t), no task id;
 - ``datasets``: each task is its own data-registry entry (the user's list); labels are offset so the
   tasks' classes stay distinct, and ``task_ids`` says whether ids are given.
 """
@@ -83,6 +83,11 @@ def _transformed(split: IndexedTensors, transform: str, t: int, tasks: int, seed
         if t > 0:
             perm = torch.randperm(flat.shape[1], generator=torch.Generator().manual_seed(int(seed) * 1009 + t))
         x = flat[:, perm].reshape(x.shape)
+    elif transform == "noisy":
+        # corruption severity grows with t (CIFAR-10-C's Gaussian-noise style): std 0.25 t in input units, task 0 clean;
+        # the draw depends on (seed, t, split size), so train and test get different noise
+        g = torch.Generator().manual_seed(int(seed) * 1009 + 7919 * t + len(x))
+        x = x.float() + 0.25 * t * torch.randn(x.shape, generator=g)
     else:
         if x.ndim != 4:
             raise TransfuseError(f"a rotated stream needs images (N, C, H, W); this data set has inputs of shape {tuple(x.shape)}")
@@ -98,7 +103,7 @@ def build_stream(
     tasks: int = 5,
     classes_per_task: Optional[int] = None,
     class_order: Optional[Sequence[int]] = None,
-    transform: Literal["permuted", "rotated"] = "permuted",
+    transform: Literal["permuted", "rotated", "noisy"] = "permuted",
     datasets: Optional[Sequence[Dict[str, Any]]] = None,
     task_ids: bool = False,
     train_per_task: Optional[int] = None,
