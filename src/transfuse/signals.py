@@ -93,10 +93,14 @@ def as_outputs(raw: Any) -> Outputs:
 
 
 def as_batch(raw: Any) -> Batch:
-    """Wrap a DataLoader item ((x, y), (x, y, index), dict or Batch) as a Batch."""
+    """Wrap a DataLoader item ((x, y), (x, y, index), a dict with ``inputs`` or Hugging Face ``input_ids``, or a Batch) as a Batch."""
     if isinstance(raw, Batch):
         return raw
     if isinstance(raw, dict):
+        if "inputs" not in raw and "input_ids" in raw:  # a Hugging Face batch (input_ids, attention_mask, labels, ...)
+            raw = {"inputs": raw["input_ids"], **{k: v for k, v in raw.items() if k != "input_ids"}}
+        if "inputs" not in raw:
+            raise TypeError(f"a dict batch needs 'inputs' or 'input_ids'; got keys {sorted(raw)}")
         known = {"inputs", "labels", "index", "mask"}
         return Batch(
             inputs=raw["inputs"],

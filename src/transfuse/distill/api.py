@@ -1,11 +1,12 @@
 """``transfuse.distill``: the loop from a notebook, with plain modules and DataLoaders."""
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Optional, Union
+from typing import Any, Callable, Dict, Iterable, Optional, Union
 
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ..errors import TransfuseError
 from ..objectives import Objective, build_objective
 from ..seeding import seed_everything
 from ..teachers import as_teacher
@@ -23,11 +24,12 @@ def distill(
     max_steps: Optional[int] = None,
     lr: float = 1e-3,
     optimizer: str = "adamw",
-    schedule: str = "constant",
+    schedule: str = "onecycle",  # the recipes' default (optim.schedule)
     grad_accum: int = 1,
     seed: int = 0,
     output_dir: Optional[str] = None,
     evaluate: Optional[Callable[[nn.Module], Dict[str, Any]]] = None,
+    eval_loader: Optional[Iterable[Any]] = None,
     progress: Optional[bool] = None,
     **loop_options: Any,
 ) -> TrainResult:
@@ -35,7 +37,10 @@ def distill(
 
     ``objective`` is a registered name ("kd", "jsd", ...) with ``objective_params``, or an
     Objective instance. ``teacher`` is an nn.Module (run frozen), a teacher source, or None.
-    DataLoader items may be (x, y), (x, y, index), dicts or Batch objects. Further loop
+    DataLoader items may be (x, y), (x, y, index), dicts (``inputs`` or Hugging Face ``input_ids`` /
+    ``attention_mask`` / ``labels``) or Batch objects. ``eval_loader`` (labelled, fixed order):
+    accuracy, ECE and NLL after every epoch, the last of them in ``result.metrics``; or pass your own
+    ``evaluate(student) -> dict``. The schedule defaults to the recipes' ``onecycle``. Further loop
     options (mixed_precision, checkpoint_every, resume, grad_clip, ...) pass through to
     :func:`transfuse.distill.loop.train`.
     """
@@ -46,6 +51,16 @@ def distill(
         obj = build_objective(objective, objective_params)
     else:
         obj = objective
+    if teacher is None and obj.needs_teacher:
+        name = getattr(obj, "registry_name", type(obj).__name__)
+        raise TransfuseError(f"objective {name!r} needs a teacher and teacher=None was given; pass a teacher model or use objective='ce'")
+    if evaluate is None and eval_loader is not None:
+        from ..eval.evaluate import evaluate as measure
+
+        def evaluate(model: nn.Module) -> Dict[str, Any]:
+            report = measure(model, eval_loader)
+            return {k: report[k] for k in ("accuracy", "ece", "nll")}
+
     return train(
         student=student,
         teacher=as_teacher(teacher),

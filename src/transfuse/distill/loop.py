@@ -77,6 +77,7 @@ class TrainResult:
     steps: int = 0
     samples_per_second: float = 0.0
     train_seconds: float = 0.0
+    metrics: Dict[str, Any] = field(default_factory=dict)  # the last ``evaluate`` result ({} without one)
 
 
 def make_accelerator(*, mixed_precision: str = "no", cpu: bool = False) -> Accelerator:
@@ -486,7 +487,7 @@ def train(
     show = accelerator.is_main_process and (sys.stderr.isatty() if progress is None else progress)
     bar = _progress(show, plan.total_steps, state.step)
 
-    train_time, samples_seen = 0.0, 0
+    train_time, samples_seen, last_eval = 0.0, 0, {}
     for epoch in range(state.epoch, plan.epochs):
         if state.step >= plan.total_steps:
             break
@@ -518,7 +519,8 @@ def train(
         if labelled:
             record["train_accuracy"] = correct / labelled
         if evaluate is not None and accelerator.is_main_process:
-            record.update(learner.evaluate(evaluate))
+            last_eval = learner.evaluate(evaluate)
+            record.update(last_eval)
         state.history.append(record)
         log.write(record)
         if ckpt_root is not None and (state.step < plan.total_steps or checkpoint_every == 0):
@@ -535,6 +537,7 @@ def train(
         steps=state.step,
         samples_per_second=samples_seen * accelerator.num_processes / train_time if train_time else 0.0,
         train_seconds=train_time,
+        metrics=dict(last_eval),
     )
 
 
