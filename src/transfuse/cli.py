@@ -92,6 +92,20 @@ def extract_lora(
 
 
 @app.command()
+def moe(
+    config: Path = typer.Argument(..., help="mergekit-moe YAML config (base_model, experts, gate_mode, dtype, experts_per_token)."),
+    out: Path = typer.Argument(..., help="Output folder for the Mixtral checkpoint."),
+    seed: int = typer.Option(0, help="Seed of the random / uniform_random gates and of noise_scale."),
+    allow_all_same: bool = typer.Option(False, "--allow-all-same", "--i-understand-this-is-not-useful-without-training", help="Allow every expert to be the same model."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder."),
+) -> None:
+    """A Mixtral mixture of experts from dense Llama/Mistral experts (mergekit-moe configs)."""
+    from .recipes.moe import main as moe_main
+
+    raise typer.Exit(moe_main(config, out, seed=seed, allow_all_same=allow_all_same, overwrite=overwrite))
+
+
+@app.command()
 def continual(
     recipe: Path = typer.Argument(..., help="YAML continual recipe, or a shipped one by name (continual_split_fmnist)."),
     overrides: Optional[List[str]] = typer.Argument(None, help="key.sub=value overrides, e.g. stream.scenario=task seeds=[0,1,2]."),
