@@ -15,15 +15,13 @@ are written in the fine-tuned weight's dtype. Conv modules are not decomposed (s
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from .._lazy import torch
 from ..errors import TransfuseError
+from ._outdir import atomic_output, check_output
 from .io import Source, open_source
 
 
@@ -51,11 +49,6 @@ def _meta_model(source: Source):
         return transformers.AutoModelForCausalLM.from_config(cfg)
 
 
-def _check_out(out: Path, overwrite: bool) -> None:
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise TransfuseError(f"{str(out)!r} already exists; choose another output folder or pass overwrite=True")
-
-
 def extract_lora(finetuned: str | Path, base: str | Path, out: str | Path, *, rank: int = 128,
                  distribute_scale: bool = True, embed_lora: bool = False, save_modules: Sequence[str] = (),
                  include: Sequence[str] = (), exclude: Sequence[str] = (), sv_epsilon: float = 0.0,
@@ -71,7 +64,7 @@ def extract_lora(finetuned: str | Path, base: str | Path, out: str | Path, *, ra
             re.compile(rx)
         except re.error as e:
             raise TransfuseError(f"regex {rx!r} does not compile ({e}); fix the --include-regex/--exclude-regex value") from None
-    _check_out(out, overwrite)
+    check_output(out, overwrite)
     ft, bs = open_source(str(finetuned), allow_pickle=False), open_source(str(base), allow_pickle=False)
     ft_infos, bs_infos = ft.infos(), bs.infos()
     model = _meta_model(ft)
@@ -147,7 +140,7 @@ def extract_lora(finetuned: str | Path, base: str | Path, out: str | Path, *, ra
         "task_type": "CAUSAL_LM", "r": r_max, "lora_alpha": r_max, "rank_pattern": others, "alpha_pattern": others,
         "lora_dropout": 0.0, "fan_in_fan_out": False, "inference_mode": True, "lora_bias": bias,
     }
-    _write(out, tensors, config, overwrite, f"transfuse extract-lora {finetuned} {base} {out} --rank {rank}")
+    _write(out, tensors, config, f"transfuse extract-lora {finetuned} {base} {out} --rank {rank}")
     return out
 
 
@@ -158,26 +151,11 @@ def _param_name(model, module) -> str:
     return ""
 
 
-def _write(out: Path, tensors: dict, config: dict, overwrite: bool, command: str) -> None:
-    """The adapter folder written beside ``out`` and renamed into place (never half-written)."""
+def _write(out: Path, tensors: dict, config: dict, command: str) -> None:
     from safetensors.torch import save_file
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with atomic_output(out) as tmp:
         save_file(tensors, str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
         (tmp / "adapter_config.json").write_text(json.dumps(config, indent=2))
         (tmp / "README.md").write_text(f"# LoRA adapter extracted by transfuse\n\nBase model: `{config['base_model_name_or_path']}`; "
                                        f"rank {config['r']} (alpha = r: scale 1).\n\n```\n{command}\n```\n")
-        if out.exists() and overwrite:
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.rename(out, old)
-            os.rename(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            if out.exists():
-                out.rmdir()  # an empty folder
-            os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

@@ -23,14 +23,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from .._lazy import torch
 from ..errors import TransfuseError
+from ._outdir import atomic_output, check_output
 from .io import open_source
 
 GATE_MODES = ("hidden", "hidden_avg", "hidden_last", "cheap_embed", "random", "uniform_random")
@@ -130,8 +128,7 @@ def build_moe(config: Dict[str, Any] | str | Path, out: str | Path, *, seed: int
         config = yaml.safe_load(path.read_text())
     _check_config(config, allow_all_same)
     out = Path(out).expanduser()
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise TransfuseError(f"{str(out)!r} already exists; choose another output folder or pass overwrite=True")
+    check_output(out, overwrite)
     experts, mode = config["experts"], config.get("gate_mode", "hidden")
     base = str(config["base_model"])
     srcs = {m: open_source(m, allow_pickle=False) for m in dict.fromkeys([base, *(str(e["source_model"]) for e in experts)])}
@@ -198,22 +195,10 @@ def build_moe(config: Dict[str, Any] | str | Path, out: str | Path, *, seed: int
         tensors[f"model.layers.{l}.mlp.experts.down_proj"] = cast(torch.stack(down))  # (E, H, I)
         tensors[f"model.layers.{l}.mlp.gate.weight"] = cast(gates[l])  # (E, H)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with atomic_output(out) as tmp:
         out_cfg.save_pretrained(tmp)
         save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         (tmp / "moe_config.json").write_text(json.dumps({**config, "seed": seed}, indent=2, default=str))
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.rename(out, old)
-            os.rename(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
