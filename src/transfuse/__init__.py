@@ -17,6 +17,10 @@ def __getattr__(name: str):
         return getattr(importlib.import_module(".fusion.generate", __name__), name)
     if name in ("fuse_classifiers", "knowledge_cards"):  # `transfuse fuse` mode: classifiers / cards, run(config) -> report
         return importlib.import_module(f".fusion.modes.{'classifiers' if name == 'fuse_classifiers' else 'cards'}", __name__).run
+    if name == "extract_lora":
+        return importlib.import_module(".merge.extract_lora", __name__).extract_lora
+    if name == "build_moe":
+        return importlib.import_module(".merge.moe", __name__).build_moe
     if name == "EnsembleTeacher":
         return importlib.import_module(".teachers", __name__).EnsembleTeacher
     if name in ("Batch", "Outputs"):
@@ -24,4 +28,4 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 
-__all__ = ["Batch", "EnsembleTeacher", "FusedModel", "Outputs", "TransfuseError", "distill", "fuse_classifiers", "fused_generate", "fused_logprobs", "knowledge_cards", "merge", "__version__"]
+__all__ = ["Batch", "EnsembleTeacher", "build_moe", "FusedModel", "Outputs", "TransfuseError", "distill", "extract_lora", "fuse_classifiers", "fused_generate", "fused_logprobs", "knowledge_cards", "merge", "__version__"]

@@ -68,6 +68,43 @@ def merge(
     raise typer.Exit(code or 0)
 
 
+@app.command("extract-lora")
+def extract_lora(
+    finetuned: Path = typer.Argument(..., help="Fine-tuned model folder."),
+    base: Path = typer.Argument(..., help="Its base model folder."),
+    out: Path = typer.Argument(..., help="Adapter folder to write (adapter_config.json + adapter_model.safetensors)."),
+    rank: int = typer.Option(128, "--rank", "--max-rank", help="Largest LoRA rank (mergekit's --max-rank)."),
+    distribute_scale: bool = typer.Option(True, "--distribute-scale/--no-distribute-scale", help="sqrt(S) in both A and B (else S in A)."),
+    embed_lora: bool = typer.Option(False, "--embed-lora/--no-embed-lora", help="LoRA on embeddings (else saved at full rank)."),
+    save_module: Optional[List[str]] = typer.Option(None, "--save-module", help="Module saved at full rank (repeatable)."),
+    include_regex: Optional[List[str]] = typer.Option(None, "--include-regex", "-i", help="Only modules matching (repeatable)."),
+    exclude_regex: Optional[List[str]] = typer.Option(None, "--exclude-regex", "-e", help="Skip modules matching (repeatable)."),
+    sv_epsilon: float = typer.Option(0.0, "--sv-epsilon", help="Drop singular values at or below this."),
+    skip_undecomposable: bool = typer.Option(False, "--skip-undecomposable", help="Drop non-linear modules (norms) instead of saving them."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder."),
+) -> None:
+    """A LoRA adapter from a fine-tuned model and its base by truncated SVD (mergekit-extract-lora), loadable by PEFT."""
+    from .recipes.extract_lora import main as extract_main
+
+    raise typer.Exit(extract_main(finetuned, base, out, rank=rank, distribute_scale=distribute_scale, embed_lora=embed_lora,
+                                  save_modules=save_module or (), include=include_regex or (), exclude=exclude_regex or (),
+                                  sv_epsilon=sv_epsilon, skip_undecomposable=skip_undecomposable, overwrite=overwrite))
+
+
+@app.command()
+def moe(
+    config: Path = typer.Argument(..., help="mergekit-moe YAML config (base_model, experts, gate_mode, dtype, experts_per_token)."),
+    out: Path = typer.Argument(..., help="Output folder for the Mixtral checkpoint."),
+    seed: int = typer.Option(0, help="Seed of the random / uniform_random gates and of noise_scale."),
+    allow_all_same: bool = typer.Option(False, "--allow-all-same", "--i-understand-this-is-not-useful-without-training", help="Allow every expert to be the same model."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder."),
+) -> None:
+    """A Mixtral mixture of experts from dense Llama/Mistral experts (mergekit-moe configs)."""
+    from .recipes.moe import main as moe_main
+
+    raise typer.Exit(moe_main(config, out, seed=seed, allow_all_same=allow_all_same, overwrite=overwrite))
+
+
 @app.command()
 def continual(
     recipe: Path = typer.Argument(..., help="YAML continual recipe, or a shipped one by name (continual_split_fmnist)."),

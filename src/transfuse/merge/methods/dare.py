@@ -5,6 +5,7 @@ entries are multiplied by 1/(1 - p), as in the paper, so the expected task vecto
 ``rescale="l1"`` instead matches each vector's L1 norm to what it was (mergekit); ``"none"``
 keeps the dropped vector as is. ``sign="ties"`` follows with TIES sign election and the
 disjoint mean (mergekit ``dare_ties``); ``sign="none"`` sums as task arithmetic (``dare_linear``).
+``sign_method="frequency"`` elects the sign of the count of signs (PEFT's ``dare_ties`` option).
 Entry i of model k is kept when its counter-based random number (a hash of seed, tensor name,
 k and i: ``TensorContext.random_bits``) is below density * 2**24, so the result depends neither
 on the order tensors are visited in nor on the block size.
@@ -17,6 +18,7 @@ import numpy as np
 
 from .. import kernels
 from .._ops import counter_key, disjoint_merge, elect_sign, keep_threshold, per_model, weighted_sum
+from .._peft import check_sign_method, majority_sign
 from . import MergeMethod, TensorContext, methods
 
 if TYPE_CHECKING:
@@ -30,7 +32,7 @@ class Dare(MergeMethod):
     per_model_params = ("density",)
 
     def __init__(self, *, density: float = 0.5, scale: float = 1.0, rescale: str = "inverse",
-                 sign: str = "none", normalize: str = "count") -> None:
+                 sign: str = "none", normalize: str = "count", sign_method: str = "total") -> None:
         if not 0.0 < density <= 1.0:
             raise ValueError(f"density must be in (0, 1], got {density}")
         if rescale not in ("inverse", "l1", "none"):
@@ -39,7 +41,9 @@ class Dare(MergeMethod):
             raise ValueError(f"sign must be 'none' or 'ties', got {sign!r}")
         if normalize not in ("count", "weights", "none"):
             raise ValueError(f"normalize must be 'count', 'weights' or 'none', got {normalize!r}")
+        check_sign_method(sign_method)
         self.density, self.scale, self.rescale, self.sign, self.normalize = density, scale, rescale, sign, normalize
+        self.sign_method = sign_method
         self.chunkable = rescale != "l1"  # the L1 norm is a whole-tensor quantity
 
     def __call__(self, x: Tensor, w: Tensor, ctx: TensorContext) -> Tensor:
@@ -57,7 +61,8 @@ class Dare(MergeMethod):
         if self.sign == "ties":
             if self.rescale == "inverse":
                 d.div_(per_model(ctx.per_model["density"], x))
-            return self.scale * disjoint_merge(d, w, elect_sign(d), normalize=self.normalize)
+            sign = elect_sign(d) if self.sign_method == "total" else majority_sign(d, self.sign_method)
+            return self.scale * disjoint_merge(d, w, sign, normalize=self.normalize)
         if self.rescale == "inverse":  # 1/density folded into the weights: one pass fewer
             w = w / ctx.per_model["density"]
         return weighted_sum(d, w, self.scale)

@@ -14,6 +14,10 @@ Where the peers differ (METHODS.md, "Where the peers disagree"), as options:
 - ``sign_from="weighted"``: elect on w_i * tau_i (mergekit); default unweighted (paper, PEFT).
 - ``normalize="weights"``: divide by the sum of agreeing weights (mergekit); default the agreeing
   count (paper, PEFT); ``"none"``: plain sum.
+- ``topk="exact"``: PEFT's ``ties`` selection: exactly int(n * density) entries per tensor chosen by
+  ``torch.topk`` (PEFT's ties at the threshold), the tensor merged in one block (``merge/_peft.py``).
+- ``sign_method="frequency"``: elect the sign of the count of positive minus negative entries
+  (PEFT's ``majority_sign_method="frequency"``); default ``"total"``, the sign of the sum.
 Where the sum is exactly 0 the sign is +1 (PEFT); the paper uses the model-wide majority sign,
 which only differs on exact cancellations.
 """
@@ -27,6 +31,7 @@ import numpy as np
 from ..._lazy import torch
 from .. import kernels
 from .._ops import RadixSelect, disjoint_merge, elect_sign, keep_rank, per_model, tensor_magnitude_stats, tensor_magnitude_values
+from .._peft import check_sign_method, majority_sign, topk_keep_
 from . import MergeMethod, TensorContext, methods
 
 if TYPE_CHECKING:
@@ -36,8 +41,8 @@ if TYPE_CHECKING:
 def _check(density: float, topk: str, sign_from: str, normalize: str) -> None:
     if not 0.0 < density <= 1.0:
         raise ValueError(f"density must be in (0, 1], got {density}")
-    if topk not in ("global", "per_tensor"):
-        raise ValueError(f"topk must be 'global' or 'per_tensor', got {topk!r}")
+    if topk not in ("global", "per_tensor", "exact"):
+        raise ValueError(f"topk must be 'global', 'per_tensor' or 'exact', got {topk!r}")
     if sign_from not in ("unweighted", "weighted"):
         raise ValueError(f"sign_from must be 'unweighted' or 'weighted', got {sign_from!r}")
     if normalize not in ("count", "weights", "none"):
@@ -60,10 +65,12 @@ class Ties(MergeMethod):
     per_model_params = ("density",)
 
     def __init__(self, *, density: float = 0.2, scale: float = 1.0, topk: str = "global",
-                 sign_from: str = "unweighted", normalize: str = "count") -> None:
+                 sign_from: str = "unweighted", normalize: str = "count", sign_method: str = "total") -> None:
         _check(density, topk, sign_from, normalize)
+        check_sign_method(sign_method)
         self.density, self.scale, self.topk = density, scale, topk
-        self.sign_from, self.normalize = sign_from, normalize
+        self.sign_from, self.normalize, self.sign_method = sign_from, normalize, sign_method
+        self.chunkable = topk != "exact"  # torch.topk over the whole tensor
         self.passes = 2 if topk == "global" else 0
         self.tensor_passes = 2 if topk == "per_tensor" else 0
         self.fast_tensor_passes = self.tensor_passes
@@ -112,14 +119,18 @@ class Ties(MergeMethod):
         return tensor_magnitude_values(x, ctx.extra.setdefault("state", {}), lambda n, k: [keep_rank(n, dens[k])])[:, 0]
 
     def __call__(self, x: Tensor, w: Tensor, ctx: TensorContext) -> Tensor:
-        thr = self.thresholds(x, ctx)  # (K,)
-        trimmed = x.masked_fill_(x.abs() < per_model(thr, x), 0.0)  # (K, *s), in the engine's scratch block
-        sign = elect_sign(trimmed * per_model(w, x) if self.sign_from == "weighted" else trimmed)
+        if self.topk == "exact":
+            trimmed = topk_keep_(x, ctx.params["density"])  # (K, *s), in the engine's scratch block
+        else:
+            thr = self.thresholds(x, ctx)  # (K,)
+            trimmed = x.masked_fill_(x.abs() < per_model(thr, x), 0.0)  # (K, *s), in the engine's scratch block
+        voters = trimmed * per_model(w, x) if self.sign_from == "weighted" else trimmed
+        sign = elect_sign(voters) if self.sign_method == "total" else majority_sign(voters, self.sign_method)
         return self.scale * disjoint_merge(trimmed, w, sign, normalize=self.normalize)
 
     # -- the fused path: the same selection (histograms of the float bits) and per-entry merge
     def fast(self) -> bool:
-        return True
+        return self.topk != "exact" and self.sign_method == "total"
 
     def fast_pass_count(self) -> int:
         return self._fsel.passes if self._fsel is not None else self.passes
