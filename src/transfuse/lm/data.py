@@ -68,17 +68,42 @@ def embedded_texts(name: str) -> List[str]:
     raise TransfuseError(f"unknown embedded corpus {name!r}; choose one of {', '.join(EMBEDDED)} or give a file path")
 
 
+_SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "bot": "assistant",
+                   "model": "assistant", "chatgpt": "assistant", "system": "system"}
+
+
+def _turns(turns: List[Any], where: str) -> List[Dict[str, str]]:
+    """Chat turns as {"role", "content"}; ShareGPT's {"from": "human" | "gpt" | "system", "value"} are mapped."""
+    out = []
+    for t in turns:
+        if isinstance(t, dict) and "role" in t and "content" in t:
+            out.append({"role": str(t["role"]), "content": str(t["content"])})
+        elif isinstance(t, dict) and "from" in t and "value" in t:
+            role = _SHAREGPT_ROLES.get(str(t["from"]).lower())
+            if role is None:
+                raise TransfuseError(
+                    f"{where}: ShareGPT turn 'from': {t['from']!r} is not one of {', '.join(sorted(_SHAREGPT_ROLES))}"
+                )
+            out.append({"role": role, "content": str(t["value"])})
+        else:
+            raise TransfuseError(
+                f"{where}: each chat turn needs 'role' and 'content' (or ShareGPT's 'from' and 'value'); got {str(t)[:80]!r}"
+            )
+    return out
+
+
 def _record(obj: Any, where: str) -> Dict[str, Any]:
     if isinstance(obj, dict):
-        if "messages" in obj and isinstance(obj["messages"], list):
-            return {"messages": obj["messages"]}
+        for key in ("messages", "conversations", "conversation"):
+            if key in obj and isinstance(obj[key], list):
+                return {"messages": _turns(obj[key], where)}
         for p, r in (("prompt", "response"), ("instruction", "output"), ("prompt", "completion"), ("question", "answer")):
             if p in obj and r in obj:
                 return {"messages": [{"role": "user", "content": str(obj[p])}, {"role": "assistant", "content": str(obj[r])}]}
         if "text" in obj:
             return {"text": str(obj["text"])}
     raise TransfuseError(
-        f"{where}: each record needs 'text', 'messages' (chat turns), or 'prompt' and 'response'; got {str(obj)[:80]!r}"
+        f"{where}: each record needs 'text', 'messages' / 'conversations' (chat turns), or 'prompt' and 'response'; got {str(obj)[:80]!r}"
     )
 
 
