@@ -276,18 +276,25 @@ class Prepared:
             parts = fingerprint_parts(teacher=self.teacher_fp, tokenizer=tokenizer_fingerprint(self.tokenizer),
                                       data=self.train_data.fingerprint(), temperature=cfg.teacher.temperature,
                                       k=cfg.teacher.top_k)
-            folder = Path(cfg.teacher.cache_dir).expanduser() / f"{self.teacher_fp}-{parts['data']}-k{cfg.teacher.top_k}"
+            # allow_padding_rows with a smaller student head: the cache holds the teacher over the common rows only
+            rows = self.vocab
+            if cfg.allow_padding_rows and cfg.student.path is not None and Path(cfg.student.path, "config.json").is_file():
+                from transformers import AutoConfig
+
+                rows = min(rows, int(getattr(AutoConfig.from_pretrained(cfg.student.path), "vocab_size", rows) or rows))
+            suffix = f"-v{rows}" if rows != self.vocab else ""
+            folder = Path(cfg.teacher.cache_dir).expanduser() / f"{self.teacher_fp}-{parts['data']}-k{cfg.teacher.top_k}{suffix}"
             t0 = time.perf_counter()
             n = len(self.train_data)
             batches = (as_batch(self.train_data.__getitems__(list(range(s, min(s + 8, n))))) for s in range(0, n, 8))
             hf_teacher = self.scorer
 
             def logits_of(batch):
-                return hf_teacher(input_ids=batch.inputs, attention_mask=batch.extra["attention_mask"]).logits
+                return hf_teacher(input_ids=batch.inputs, attention_mask=batch.extra["attention_mask"]).logits[..., :rows]
 
             self.cache = build_topk_cache(folder, teacher_logits=logits_of, batches=batches, fingerprint=parts,
                                           k=cfg.teacher.top_k, temperature=cfg.teacher.temperature,
-                                          vocab_size=self.vocab, num_samples=n)
+                                          vocab_size=rows, num_samples=n)
             self.cache_seconds = time.perf_counter() - t0
             log(f"top-{cfg.teacher.top_k} teacher cache in {folder} ({self.cache_seconds:.1f} s)")
             self.teacher_source = TopKTeacher(self.cache)
