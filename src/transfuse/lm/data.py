@@ -52,6 +52,26 @@ class TokenDataset(Dataset):
         return h.hexdigest()[:16]
 
 
+class TrimmedBatches(Dataset):
+    """``data`` whose batches are cut to their longest row (dynamic padding): rows are right-padded and
+    attention is causal, so the cut columns change no counted token's loss, only the work."""
+
+    def __init__(self, data: TokenDataset) -> None:
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int) -> Dict[str, Tensor]:
+        return self.__getitems__([i])
+
+    def __getitems__(self, indices: Sequence[int]) -> Dict[str, Tensor]:
+        rows = self.data.__getitems__(indices)
+        attended = rows["attention_mask"].any(0).nonzero()
+        width = int(attended[-1]) + 1 if len(attended) else 1
+        return {k: (v[:, :width] if v.dim() == 2 else v) for k, v in rows.items()}
+
+
 def embedded_texts(name: str) -> List[str]:
     """Documents of a corpus that ships with Python or a package: ``pydoc`` (Python's topic help,
     465k characters) or ``lee`` (gensim's Lee news corpus, 300 documents; ``pip install gensim``)."""

@@ -50,6 +50,8 @@ class LMDataSpec(Strict):
     max_train: Optional[int] = Field(None, gt=0)  # rows
     max_eval: int = Field(64, gt=0)
     batch_size: int = Field(8, gt=0)
+    # longest: each training batch is cut to its longest row (dynamic padding); max_length: every row is seq_len
+    padding: Literal["longest", "max_length"] = "longest"
 
 
 class LMObjectiveSpec(Strict):
@@ -116,6 +118,9 @@ def _fingerprint(model: nn.Module) -> str:
 @torch.no_grad()
 def perplexity(model: nn.Module, data, *, batch_size: int = 16) -> float:
     """exp of the mean next-token NLL over the counted tokens of ``data`` (a TokenDataset)."""
+    from ..lm.data import TrimmedBatches
+
+    data = TrimmedBatches(data)  # each batch cut to its longest row
     model.eval()
     dev = next(model.parameters()).device
     total, count = 0.0, 0
@@ -220,7 +225,7 @@ class Prepared:
     def __init__(self, cfg: LMConfig, *, log=print) -> None:
         from ..cache.topk import TopKTeacher, build_topk_cache, fingerprint_parts, tokenizer_fingerprint
         from ..signals import as_batch
-        from ..lm.data import load_records, split_records, tokenize_records
+        from ..lm.data import TrimmedBatches, load_records, split_records, tokenize_records
         from ..lm.models import LMTeacher, load_causal_lm, vocab_size_of
 
         self.cfg = cfg
@@ -286,7 +291,8 @@ class Prepared:
             folder = Path(cfg.teacher.cache_dir).expanduser() / f"{self.teacher_fp}-{parts['data']}-k{cfg.teacher.top_k}{suffix}"
             t0 = time.perf_counter()
             n = len(self.train_data)
-            batches = (as_batch(self.train_data.__getitems__(list(range(s, min(s + 8, n))))) for s in range(0, n, 8))
+            rows_of = TrimmedBatches(self.train_data)  # each batch cut to its longest row
+            batches = (as_batch(rows_of.__getitems__(list(range(s, min(s + 8, n))))) for s in range(0, n, 8))
             hf_teacher = self.scorer
 
             def logits_of(batch):
@@ -331,6 +337,7 @@ class Prepared:
         from ..distill.loop import make_loader, train
         from ..objectives import build_objective
         from ..lm.chunked import ChunkedLMObjective
+        from ..lm.data import TrimmedBatches
         from ..lm.generate import OnPolicyMixing
         from ..lm.models import CausalLM, vocab_size_of
 
@@ -350,7 +357,8 @@ class Prepared:
             objective = OnPolicyMixing(objective, lmbda=cfg.on_policy.lmbda, max_new_tokens=cfg.on_policy.max_new_tokens,
                                        temperature=cfg.on_policy.temperature, eos_token_id=self.eos, pad_token_id=self.pad)
         student = CausalLM(hf_student, hidden=chunked, vocab_size=cut)
-        loader = make_loader(self.train_data, batch_size=cfg.data.batch_size, seed=seed)
+        rows = TrimmedBatches(self.train_data) if cfg.data.padding == "longest" else self.train_data
+        loader = make_loader(rows, batch_size=cfg.data.batch_size, seed=seed)
         teacher = self.teacher_source if objective.needs_teacher else None
         if teacher is not None and cut is not None and hasattr(teacher, "adapter"):  # a live teacher's larger head
             teacher.adapter.vocab_size = cut
