@@ -237,12 +237,15 @@ class CausalLM(nn.Module):
     def output_head(self) -> nn.Module:
         return self.model.get_output_embeddings()
 
-    def forward(self, input_ids: Tensor, attention_mask: Optional[Tensor] = None) -> Outputs:
+    def forward(self, input_ids: Tensor, attention_mask: Optional[Tensor] = None, position_ids: Optional[Tensor] = None) -> Outputs:
+        if position_ids is not None:  # packed rows: the mask comes from the per-document positions
+            attention_mask = None
         if self.hidden:
             base = self.model.get_decoder() if hasattr(self.model, "get_decoder") else self.model.model
-            out = base(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+            out = base(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
             return Outputs(hidden={"last": out.last_hidden_state})  # (B, T, D)
-        logits = self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits  # (B, T, V)
+        logits = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                            use_cache=False).logits  # (B, T, V)
         return Outputs(logits=logits if self.vocab_size is None else logits[..., : self.vocab_size])
 
     def state_dict(self, *args, **kwargs):
@@ -270,7 +273,7 @@ class LMTeacher:
     def __call__(self, batch: Batch) -> Outputs:
         mask = batch.extra.get("attention_mask")
         with torch.inference_mode():
-            out = self.adapter(batch.inputs, mask)
+            out = self.adapter(batch.inputs, mask, batch.extra.get("position_ids"))
         return Outputs(
             logits=None if out.logits is None else out.logits.clone(),
             hidden={k: v.clone() for k, v in out.hidden.items()},

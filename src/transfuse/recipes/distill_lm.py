@@ -52,6 +52,8 @@ class LMDataSpec(Strict):
     batch_size: int = Field(8, gt=0)
     # longest: each training batch is cut to its longest row (dynamic padding); max_length: every row is seq_len
     padding: Literal["longest", "max_length"] = "longest"
+    # pack training documents into rows of seq_len; attention stays inside each document (position ids)
+    packing: bool = False
 
 
 class LMObjectiveSpec(Strict):
@@ -126,7 +128,9 @@ def perplexity(model: nn.Module, data, *, batch_size: int = 16) -> float:
     total, count = 0.0, 0
     for s in range(0, len(data), batch_size):
         rows = {k: v.to(dev) for k, v in data.__getitems__(list(range(s, min(s + batch_size, len(data))))).items()}
-        logits = model(input_ids=rows["inputs"], attention_mask=rows["attention_mask"]).logits  # (B, T, V)
+        pos = rows.get("position_ids")  # packed rows: attention inside each document, from the positions
+        logits = model(input_ids=rows["inputs"], attention_mask=None if pos is not None else rows["attention_mask"],
+                       position_ids=pos, use_cache=False).logits  # (B, T, V); no cache: it would drop the packed mask
         keep = rows["mask"]
         nll = torch.nn.functional.cross_entropy(logits[keep].float(), rows["labels"][keep], reduction="sum")
         total, count = total + float(nll), count + int(keep.sum())
@@ -253,7 +257,9 @@ class Prepared:
             f"({time.perf_counter() - t0:.1f} s)")
         records = load_records(cfg.data.source)
         train_recs, eval_recs = split_records(records, held_out=cfg.data.held_out)
-        self.train_data = tokenize_records(train_recs, self.tokenizer, seq_len=cfg.data.seq_len)
+        if cfg.data.packing and (cfg.seqkd.enabled or cfg.on_policy.lmbda > 0):
+            raise TransfuseError("data.packing works on fixed training text; turn it off with seqkd or on_policy")
+        self.train_data = tokenize_records(train_recs, self.tokenizer, seq_len=cfg.data.seq_len, packing=cfg.data.packing)
         self.eval_data = tokenize_records(eval_recs, self.tokenizer, seq_len=cfg.data.seq_len)
         if cfg.data.max_train is not None and len(self.train_data) > cfg.data.max_train:
             self.train_data = self.train_data.subset(torch.arange(cfg.data.max_train))
@@ -296,7 +302,9 @@ class Prepared:
             hf_teacher = self.scorer
 
             def logits_of(batch):
-                return hf_teacher(input_ids=batch.inputs, attention_mask=batch.extra["attention_mask"]).logits[..., :rows]
+                pos = batch.extra.get("position_ids")  # packed rows: the mask comes from the positions
+                return hf_teacher(input_ids=batch.inputs, attention_mask=None if pos is not None else batch.extra["attention_mask"],
+                                  position_ids=pos, use_cache=False).logits[..., :rows]
 
             self.cache = build_topk_cache(folder, teacher_logits=logits_of, batches=batches, fingerprint=parts,
                                           k=cfg.teacher.top_k, temperature=cfg.teacher.temperature,
@@ -364,12 +372,16 @@ class Prepared:
             teacher.adapter.vocab_size = cut
         if cfg.on_policy.lmbda == 0:
             _probe_objective(objective, objective_name, student, teacher, self.train_data, cached=cfg.teacher.cache)
+
+        def forward(model, batch):  # the student with the packed rows' position ids, when there are any
+            return model(batch.inputs, batch.extra.get("attention_mask"), batch.extra.get("position_ids"))
+
         t0 = time.perf_counter()
         result = train(
             student=student, teacher=teacher, objective=objective, train_loader=loader, epochs=cfg.train.epochs,
             max_steps=cfg.train.max_steps, lr=cfg.train.lr, schedule=cfg.train.schedule,
             warmup_steps=cfg.train.warmup_steps, grad_accum=cfg.train.grad_accum, grad_clip=cfg.train.grad_clip,
-            seed=seed, progress=False, log_every=10**9, output_dir=output, checkpoint_every=cfg.train.checkpoint_every,
+            seed=seed, progress=False, log_every=10**9, output_dir=output, forward=forward, checkpoint_every=cfg.train.checkpoint_every,
             resume=resume, cpu=cfg.train.device == "cpu" or (cfg.train.device == "auto" and not torch.cuda.is_available()),
         )
         seconds = time.perf_counter() - t0
@@ -402,7 +414,7 @@ def _probe_objective(objective, name: str, student, teacher, data, *, cached: bo
             dev = next(student.parameters()).device
             batch = as_batch({k: v.to(dev) for k, v in data.__getitems__([0]).items()})
             t_out = teacher(batch) if teacher is not None else None
-            objective(student.eval()(batch.inputs, batch.extra.get("attention_mask")), t_out, batch)
+            objective(student.eval()(batch.inputs, batch.extra.get("attention_mask"), batch.extra.get("position_ids")), t_out, batch)
     except (ValueError, RuntimeError, IndexError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         hint = "; set teacher.cache=false (a live teacher gives full logits)" if cached else "; pick another objective"
