@@ -76,12 +76,16 @@ def test_recipe_end_to_end_on_a_tiny_folder(tiny_lm_folder, tmp_path):
         "objective": {"name": "taid", "chunked": True, "chunk_size": 5},
         "train": {"epochs": 2},
         "eval": {"samples": 4, "new_tokens": 4, "prompt_tokens": 2},
-        "output_dir": str(tmp_path / "out"),
+        "output_dir": str(tmp_path / "out"),  # the accepted spelling of `output`
     })
     (tmp_path / "text.txt").write_text("\n\n".join(" ".join(f"w{(i * 7 + j) % 32}" for j in range(30)) for i in range(12)))
     metrics = main(cfg)
     assert metrics["steps"] > 0 and torch.isfinite(torch.tensor(metrics["held_out_ppl"]))
     assert (tmp_path / "out" / "config.json").exists() and json.loads((tmp_path / "out" / "metrics.json").read_text())
-    # a second run reads the finished cache instead of building it
-    again = main(cfg)
+    # a finished output is refused; with overwrite=true a second run reads the finished cache instead of building it
+    from transfuse.errors import TransfuseError
+
+    with pytest.raises(TransfuseError, match="already holds a finished run"):
+        main(cfg)
+    again = main(cfg.model_copy(update={"overwrite": True}))
     assert again["held_out_ppl"] == pytest.approx(metrics["held_out_ppl"], rel=1e-4)

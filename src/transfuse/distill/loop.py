@@ -223,6 +223,9 @@ class Progress:
     epoch: int = 0
     position: int = 0
     history: List[Dict[str, Any]] = field(default_factory=list)
+    # the running sums of the epoch in progress (loss, steps, correct, labelled), so that a resumed
+    # epoch reports the same mean training loss as an uninterrupted one
+    epoch_sums: List[float] = field(default_factory=lambda: [0.0, 0, 0, 0])
 
 
 class Learner:
@@ -418,7 +421,8 @@ def save_checkpoint(accelerator: Accelerator, root: Optional[Path], learner: Lea
     if accelerator.is_main_process:
         parts = learner.checkpoint_parts()
         teacher = {"teacher": parts.pop("teacher")} if "teacher" in parts else {}
-        run = {"step": progress.step, "epoch": epoch, "position": position, "history": progress.history}
+        run = {"step": progress.step, "epoch": epoch, "position": position, "history": progress.history,
+               "epoch_sums": progress.epoch_sums if position else [0.0, 0, 0, 0]}
         ckpt.write_checkpoint(root, progress.step, {**parts, "progress": run, "rng": ckpt.rng_state(), **teacher})
     accelerator.wait_for_everyone()
 
@@ -433,7 +437,8 @@ def load_checkpoint(root: Path, learner: Learner) -> Progress:
     learner.load_checkpoint_parts(parts)
     prog = parts["progress"]
     ckpt.set_rng_state(parts["rng"])
-    return Progress(step=prog["step"], epoch=prog["epoch"], position=prog["position"], history=prog["history"])
+    return Progress(step=prog["step"], epoch=prog["epoch"], position=prog["position"], history=prog["history"],
+                    epoch_sums=list(prog.get("epoch_sums", [0.0, 0, 0, 0])))
 
 
 def train(
@@ -494,7 +499,7 @@ def train(
         skip = state.position if epoch == state.epoch else 0
         micro_batches = epoch_batches(accelerator, loader, epoch, skip=skip, sampler=getattr(train_loader, "sampler", None))
         pos = skip
-        loss_sum, correct, labelled, n_steps = 0.0, 0, 0, 0
+        loss_sum, n_steps, correct, labelled = state.epoch_sums if skip else (0.0, 0, 0, 0)
         t0 = time.perf_counter()
         while state.step < plan.total_steps:
             window = next_window(micro_batches, grad_accum)
@@ -507,6 +512,7 @@ def train(
             loss_sum += stats.loss
             correct, labelled, samples_seen = correct + stats.correct, labelled + stats.labelled, samples_seen + stats.samples
             learner.end_step(step=state.step, loss=stats.loss)
+            state.epoch_sums = [loss_sum, n_steps, correct, labelled]
             if bar is not None:
                 bar.update(state.step, loss_sum / n_steps, correct / max(labelled, 1) if labelled else None, epoch + 1)
             if state.step % log_every == 0:

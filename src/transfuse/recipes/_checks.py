@@ -87,3 +87,19 @@ def check_unfinished_run(out: Path, *, resume: bool, overwrite: bool) -> None:
 
     shutil.rmtree(root)
     console().print(f"overwrite=true: deleted the earlier run's checkpoints in {str(root)!r}; starting clean")
+
+
+def check_output_folder(out: Path, *, finished: str, resume: bool, overwrite: bool) -> Path:
+    """The one output rule of the training commands: a folder holding a finished run (its ``finished``
+    file) is refused unless ``overwrite=true`` (or ``--resume``, which continues it); ``--resume``
+    needs a checkpoint; checkpoints of an unfinished run are continued or, with overwrite, deleted."""
+    if out.exists() and not out.is_dir():
+        raise TransfuseError(f"output {str(out)!r} is a file, not a folder; choose another output=<folder>")
+    if (out / finished).exists() and not (resume or overwrite):
+        raise TransfuseError(
+            f"output folder {str(out)!r} already holds a finished run; choose another output=... or set overwrite=true"
+        )
+    if resume and not (out / "checkpoints" / "latest").exists():
+        raise TransfuseError(f"nothing to resume in {str(out)!r}: it has no checkpoint; run without --resume")
+    check_unfinished_run(out, resume=resume, overwrite=overwrite)
+    return out

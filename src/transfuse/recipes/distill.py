@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional, Union
 
 import torch
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from safetensors.torch import save_file
 from torch import nn
 
 from ..config import Strict, load_config
 from ..errors import TransfuseError
-from ._checks import check_teacher_classes, check_unfinished_run, probe
+from ._checks import check_output_folder, check_teacher_classes, probe
 
 CONFIGS = Path(__file__).parent / "configs"
 
@@ -97,7 +97,7 @@ class DistillConfig(Strict):
     optim: OptimSpec = Field(default_factory=OptimSpec)
     train: TrainSpec = Field(default_factory=TrainSpec)
     eval: EvalSpec = Field(default_factory=EvalSpec)
-    output: str = "runs/distill"
+    output: str = Field("runs/distill", validation_alias=AliasChoices("output", "output_dir"))  # output_dir: same key
     overwrite: bool = False
 
 
@@ -311,17 +311,7 @@ def hold_out(train, n: int, objective, *, seed: int):
 
 
 def prepare_output(cfg: DistillConfig, resume: bool) -> Path:
-    out = Path(cfg.output)
-    if out.exists() and not out.is_dir():
-        raise TransfuseError(f"output {str(out)!r} is a file, not a folder; choose another output=<folder>")
-    if (out / "student.safetensors").exists() and not (resume or cfg.overwrite):
-        raise TransfuseError(
-            f"output folder {str(out)!r} already holds a finished run; choose another output=... or set overwrite=true"
-        )
-    if resume and not (out / "checkpoints" / "latest").exists():
-        raise TransfuseError(f"nothing to resume in {str(out)!r}: it has no checkpoint; run without --resume")
-    check_unfinished_run(out, resume=resume, overwrite=cfg.overwrite)
-    return out
+    return check_output_folder(Path(cfg.output), finished="student.safetensors", resume=resume, overwrite=cfg.overwrite)
 
 
 def save_student(model: nn.Module, folder: Path, config: Dict[str, Any]) -> None:
@@ -437,11 +427,9 @@ def main(recipe: str | Path, overrides: List[str], *, resume: bool = False) -> D
     path = resolve_recipe(recipe)
     task = _task(path, overrides)
     if task == "lm":
-        if resume:
-            raise TransfuseError("--resume is not supported for task: lm recipes yet; rerun without it")
         from .distill_lm import run_recipe
 
-        return run_recipe(path, overrides)
+        return run_recipe(path, overrides, resume=resume)
     if task != "classify":
         raise TransfuseError(f"unknown task {task!r} in {str(path)!r}; use task: classify (default) or task: lm")
     cfg = load_config(DistillConfig, path, overrides)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Literal, Any, Dict, List, Optional, Union
 
 import torch
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from torch import nn
 
 from ..config import Strict
@@ -50,6 +50,10 @@ class LMDataSpec(Strict):
     max_train: Optional[int] = Field(None, gt=0)  # rows
     max_eval: int = Field(64, gt=0)
     batch_size: int = Field(8, gt=0)
+    # longest: each training batch is cut to its longest row (dynamic padding); max_length: every row is seq_len
+    padding: Literal["longest", "max_length"] = "longest"
+    # pack training documents into rows of seq_len; attention stays inside each document (position ids)
+    packing: bool = False
 
 
 class LMObjectiveSpec(Strict):
@@ -57,7 +61,7 @@ class LMObjectiveSpec(Strict):
     params: Dict[str, Any] = Field(default_factory=dict)
     chunked: bool = False  # loss from hidden states, chunk by chunk (no full (B, T, V) logits)
     chunk_size: int = Field(1024, gt=0)
-    chunk_mode: str = "fused"
+    chunk_mode: Literal["fused", "checkpoint"] = "fused"
 
 
 class SeqKDSpec(Strict):
@@ -82,6 +86,7 @@ class LMTrainSpec(Strict):
     grad_clip: Optional[float] = Field(1.0, gt=0)
     seed: int = 0
     device: str = "auto"  # auto: a GPU when there is one, else the CPU; or "cpu"
+    checkpoint_every: int = Field(0, ge=0)  # steps between checkpoints in <output>/checkpoints (0: each epoch end)
 
 
 class LMEvalSpec(Strict):
@@ -101,7 +106,9 @@ class LMConfig(Strict):
     train: LMTrainSpec = Field(default_factory=LMTrainSpec)
     eval: LMEvalSpec = Field(default_factory=LMEvalSpec)
     allow_padding_rows: bool = False
-    output_dir: Optional[str] = None
+    # the output folder (`output`, as every command names it; `output_dir` is accepted as the same key)
+    output: Optional[str] = Field(None, validation_alias=AliasChoices("output", "output_dir"))
+    overwrite: bool = False  # replace a finished run in `output`
 
 
 def _fingerprint(model: nn.Module) -> str:
@@ -113,12 +120,17 @@ def _fingerprint(model: nn.Module) -> str:
 @torch.no_grad()
 def perplexity(model: nn.Module, data, *, batch_size: int = 16) -> float:
     """exp of the mean next-token NLL over the counted tokens of ``data`` (a TokenDataset)."""
+    from ..lm.data import TrimmedBatches
+
+    data = TrimmedBatches(data)  # each batch cut to its longest row
     model.eval()
     dev = next(model.parameters()).device
     total, count = 0.0, 0
     for s in range(0, len(data), batch_size):
         rows = {k: v.to(dev) for k, v in data.__getitems__(list(range(s, min(s + batch_size, len(data))))).items()}
-        logits = model(input_ids=rows["inputs"], attention_mask=rows["attention_mask"]).logits  # (B, T, V)
+        pos = rows.get("position_ids")  # packed rows: attention inside each document, from the positions
+        logits = model(input_ids=rows["inputs"], attention_mask=None if pos is not None else rows["attention_mask"],
+                       position_ids=pos, use_cache=False).logits  # (B, T, V); no cache: it would drop the packed mask
         keep = rows["mask"]
         nll = torch.nn.functional.cross_entropy(logits[keep].float(), rows["labels"][keep], reduction="sum")
         total, count = total + float(nll), count + int(keep.sum())
@@ -128,23 +140,53 @@ def perplexity(model: nn.Module, data, *, batch_size: int = 16) -> float:
 @torch.no_grad()
 def teacher_nll(student: nn.Module, teacher: nn.Module, data, *, prompt_tokens: int, new_tokens: int, samples: int,
                 seed: int, eos_token_id: Optional[int], pad_token_id: int, batch_size: int = 16) -> float:
-    """Mean NLL per token that the teacher gives to the student's sampled continuations of held-out prompts."""
+    """Mean NLL per token that the teacher gives to the student's sampled continuations of held-out prompts
+    (:func:`eval_prompts`: a chat record's turns up to its first response, else its first ``prompt_tokens``)."""
     from ..lm.generate import join_rows, sample_continuations
 
     g = torch.Generator().manual_seed(seed)
-    prompts = [data.inputs[i, :prompt_tokens].tolist() for i in range(min(samples, len(data)))]
+    prompts = eval_prompts(data, prompt_tokens=prompt_tokens, samples=samples)
     total, count = 0.0, 0
     for s in range(0, len(prompts), batch_size):
         chunk = prompts[s : s + batch_size]
         outs = sample_continuations(student, chunk, max_new_tokens=new_tokens, generator=g,
                                     eos_token_id=eos_token_id, pad_token_id=pad_token_id)
-        rows = join_rows(chunk, outs, seq_len=prompt_tokens + new_tokens, pad_token_id=pad_token_id)
+        rows = join_rows(chunk, outs, seq_len=max(map(len, chunk)) + new_tokens, pad_token_id=pad_token_id)
         dev = next(teacher.parameters()).device
         logits = teacher(input_ids=rows.inputs.to(dev), attention_mask=rows.attention_mask.to(dev)).logits
         keep = rows.mask.to(dev)
         total += float(torch.nn.functional.cross_entropy(logits[keep].float(), rows.labels.to(dev)[keep], reduction="sum"))
         count += int(keep.sum())
     return total / max(count, 1)
+
+
+def eval_prompts(data, *, prompt_tokens: int, samples: int) -> List[List[int]]:
+    """The prompts of the first ``samples`` held-out rows: a row whose first counted token comes later
+    (a chat record: the loss counts responses only) is prompted with everything before its first
+    response (system and user turns, the assistant header); plain text with its first ``prompt_tokens``."""
+    prompts = []
+    for i in range(min(samples, len(data))):
+        counted = torch.nonzero(data.mask[i]).flatten()  # the logit at t predicts token t + 1
+        start = int(counted[0]) + 1 if len(counted) else 0
+        prompts.append(data.inputs[i, : start if start > 1 else prompt_tokens].tolist())
+    return prompts
+
+
+def _max_positions(config) -> Optional[int]:
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        if isinstance(getattr(config, name, None), int):
+            return getattr(config, name)
+    return None
+
+
+def check_seq_len(seq_len: int, config, what: str) -> None:
+    """``seq_len`` must fit the model's positions (else transformers runs on, silently or with garbage)."""
+    limit = _max_positions(config)
+    if limit is not None and seq_len > limit:
+        raise TransfuseError(
+            f"data.seq_len={seq_len} is beyond the {what}'s {limit} positions (max_position_embeddings); "
+            f"set data.seq_len <= {limit}"
+        )
 
 
 def _load_ensemble(spec: LMTeacherSpec) -> List[tuple]:
@@ -187,7 +229,7 @@ class Prepared:
     def __init__(self, cfg: LMConfig, *, log=print) -> None:
         from ..cache.topk import TopKTeacher, build_topk_cache, fingerprint_parts, tokenizer_fingerprint
         from ..signals import as_batch
-        from ..lm.data import load_records, split_records, tokenize_records
+        from ..lm.data import TrimmedBatches, load_records, split_records, tokenize_records
         from ..lm.models import LMTeacher, load_causal_lm, vocab_size_of
 
         self.cfg = cfg
@@ -206,11 +248,18 @@ class Prepared:
                 raise TransfuseError("an ensemble teacher gives fused logits only: turn off seqkd, or use chunked with teacher.cache=true")
             self.scorer = EnsembleModel([m for m, _ in self.members], cfg.teacher.rule, cfg.teacher.weights)
             self.teacher_fp = _ensemble_fingerprint([_fingerprint(m) for m, _ in self.members], cfg.teacher)
+        check_seq_len(cfg.data.seq_len, self.teacher.config, f"teacher {cfg.teacher.path!r}")
+        if cfg.student.path is not None and Path(cfg.student.path, "config.json").is_file():
+            from transformers import AutoConfig
+
+            check_seq_len(cfg.data.seq_len, AutoConfig.from_pretrained(cfg.student.path), f"student {cfg.student.path!r}")
         log(f"teacher {cfg.teacher.path}: {sum(p.numel() for p in self.teacher.parameters()) / 1e6:.1f}M parameters "
             f"({time.perf_counter() - t0:.1f} s)")
         records = load_records(cfg.data.source)
         train_recs, eval_recs = split_records(records, held_out=cfg.data.held_out)
-        self.train_data = tokenize_records(train_recs, self.tokenizer, seq_len=cfg.data.seq_len)
+        if cfg.data.packing and (cfg.seqkd.enabled or cfg.on_policy.lmbda > 0):
+            raise TransfuseError("data.packing works on fixed training text; turn it off with seqkd or on_policy")
+        self.train_data = tokenize_records(train_recs, self.tokenizer, seq_len=cfg.data.seq_len, packing=cfg.data.packing)
         self.eval_data = tokenize_records(eval_recs, self.tokenizer, seq_len=cfg.data.seq_len)
         if cfg.data.max_train is not None and len(self.train_data) > cfg.data.max_train:
             self.train_data = self.train_data.subset(torch.arange(cfg.data.max_train))
@@ -238,18 +287,28 @@ class Prepared:
             parts = fingerprint_parts(teacher=self.teacher_fp, tokenizer=tokenizer_fingerprint(self.tokenizer),
                                       data=self.train_data.fingerprint(), temperature=cfg.teacher.temperature,
                                       k=cfg.teacher.top_k)
-            folder = Path(cfg.teacher.cache_dir).expanduser() / f"{self.teacher_fp}-{parts['data']}-k{cfg.teacher.top_k}"
+            # allow_padding_rows with a smaller student head: the cache holds the teacher over the common rows only
+            rows = self.vocab
+            if cfg.allow_padding_rows and cfg.student.path is not None and Path(cfg.student.path, "config.json").is_file():
+                from transformers import AutoConfig
+
+                rows = min(rows, int(getattr(AutoConfig.from_pretrained(cfg.student.path), "vocab_size", rows) or rows))
+            suffix = f"-v{rows}" if rows != self.vocab else ""
+            folder = Path(cfg.teacher.cache_dir).expanduser() / f"{self.teacher_fp}-{parts['data']}-k{cfg.teacher.top_k}{suffix}"
             t0 = time.perf_counter()
             n = len(self.train_data)
-            batches = (as_batch(self.train_data.__getitems__(list(range(s, min(s + 8, n))))) for s in range(0, n, 8))
+            rows_of = TrimmedBatches(self.train_data)  # each batch cut to its longest row
+            batches = (as_batch(rows_of.__getitems__(list(range(s, min(s + 8, n))))) for s in range(0, n, 8))
             hf_teacher = self.scorer
 
             def logits_of(batch):
-                return hf_teacher(input_ids=batch.inputs, attention_mask=batch.extra["attention_mask"]).logits
+                pos = batch.extra.get("position_ids")  # packed rows: the mask comes from the positions
+                return hf_teacher(input_ids=batch.inputs, attention_mask=None if pos is not None else batch.extra["attention_mask"],
+                                  position_ids=pos, use_cache=False).logits[..., :rows]
 
             self.cache = build_topk_cache(folder, teacher_logits=logits_of, batches=batches, fingerprint=parts,
                                           k=cfg.teacher.top_k, temperature=cfg.teacher.temperature,
-                                          vocab_size=self.vocab, num_samples=n)
+                                          vocab_size=rows, num_samples=n)
             self.cache_seconds = time.perf_counter() - t0
             log(f"top-{cfg.teacher.top_k} teacher cache in {folder} ({self.cache_seconds:.1f} s)")
             self.teacher_source = TopKTeacher(self.cache)
@@ -278,37 +337,52 @@ class Prepared:
             student.get_output_embeddings().weight.requires_grad_(False)
         return student, vocab
 
-    def run(self, objective_name: str, objective_params: Dict[str, Any], *, seed: int, log=print) -> Dict[str, Any]:
-        """Train one student with one objective; returns its metrics."""
+    def run(self, objective_name: str, objective_params: Dict[str, Any], *, seed: int, log=print,
+            output: Optional[Path] = None, resume: bool = False) -> Dict[str, Any]:
+        """Train one student with one objective; returns its metrics. With ``output``, checkpoints go to
+        ``output/checkpoints`` (every ``train.checkpoint_every`` steps, and at each epoch end) and
+        ``resume`` continues from the latest one (same weights as an uninterrupted run)."""
         from ..distill.loop import make_loader, train
         from ..objectives import build_objective
         from ..lm.chunked import ChunkedLMObjective
+        from ..lm.data import TrimmedBatches
         from ..lm.generate import OnPolicyMixing
-        from ..lm.models import CausalLM
+        from ..lm.models import CausalLM, vocab_size_of
 
         cfg = self.cfg
         torch.manual_seed(seed)
         hf_student, vocab = self.student()
+        # with allow_padding_rows, the larger output layer (student's or teacher's) is cut to the common rows
+        cut = vocab if vocab != self.vocab or vocab != vocab_size_of(hf_student) else None
         objective = build_objective(objective_name, objective_params)
         chunked = cfg.objective.chunked
         if chunked:
             t_head = self.teacher.get_output_embeddings() if not cfg.teacher.cache else None
-            objective = ChunkedLMObjective(objective, teacher_head=t_head, chunk_size=cfg.objective.chunk_size,
-                                           mode=cfg.objective.chunk_mode,
-                                           vocab_size=vocab if vocab != self.vocab else None)
+            objective = ChunkedLMObjective(objective, teacher_head=t_head, student_head=hf_student.get_output_embeddings(),
+                                           chunk_size=cfg.objective.chunk_size,
+                                           mode=cfg.objective.chunk_mode, vocab_size=cut)
         if cfg.on_policy.lmbda > 0:
             objective = OnPolicyMixing(objective, lmbda=cfg.on_policy.lmbda, max_new_tokens=cfg.on_policy.max_new_tokens,
                                        temperature=cfg.on_policy.temperature, eos_token_id=self.eos, pad_token_id=self.pad)
-        student = CausalLM(hf_student, hidden=chunked, vocab_size=vocab if vocab != self.vocab else None)
-        loader = make_loader(self.train_data, batch_size=cfg.data.batch_size, seed=seed)
+        student = CausalLM(hf_student, hidden=chunked, vocab_size=cut)
+        rows = TrimmedBatches(self.train_data) if cfg.data.padding == "longest" else self.train_data
+        loader = make_loader(rows, batch_size=cfg.data.batch_size, seed=seed)
         teacher = self.teacher_source if objective.needs_teacher else None
+        if teacher is not None and cut is not None and hasattr(teacher, "adapter"):  # a live teacher's larger head
+            teacher.adapter.vocab_size = cut
+        if cfg.on_policy.lmbda == 0:
+            _probe_objective(objective, objective_name, student, teacher, self.train_data, cached=cfg.teacher.cache)
+
+        def forward(model, batch):  # the student with the packed rows' position ids, when there are any
+            return model(batch.inputs, batch.extra.get("attention_mask"), batch.extra.get("position_ids"))
+
         t0 = time.perf_counter()
         result = train(
             student=student, teacher=teacher, objective=objective, train_loader=loader, epochs=cfg.train.epochs,
             max_steps=cfg.train.max_steps, lr=cfg.train.lr, schedule=cfg.train.schedule,
             warmup_steps=cfg.train.warmup_steps, grad_accum=cfg.train.grad_accum, grad_clip=cfg.train.grad_clip,
-            seed=seed, progress=False, log_every=10**9,
-            cpu=cfg.train.device == "cpu" or (cfg.train.device == "auto" and not torch.cuda.is_available()),
+            seed=seed, progress=False, log_every=10**9, output_dir=output, forward=forward, checkpoint_every=cfg.train.checkpoint_every,
+            resume=resume, cpu=cfg.train.device == "cpu" or (cfg.train.device == "auto" and not torch.cuda.is_available()),
         )
         seconds = time.perf_counter() - t0
         hf_student.eval()
@@ -328,22 +402,76 @@ class Prepared:
         return metrics
 
 
-def main(cfg: LMConfig) -> Dict[str, Any]:
-    """One run: train, evaluate, save the student to ``output_dir`` (save_pretrained) with metrics.json."""
+def _probe_objective(objective, name: str, student, teacher, data, *, cached: bool) -> None:
+    """One loss on one training row before training (no gradient, RNG restored): an objective that
+    cannot use this teacher signal (lssd on a top-k cache) or these outputs fails here in one sentence."""
+    from ..signals import as_batch
+
+    rng = torch.random.get_rng_state()
+    was = student.training
+    try:
+        with torch.no_grad():
+            dev = next(student.parameters()).device
+            batch = as_batch({k: v.to(dev) for k, v in data.__getitems__([0]).items()})
+            t_out = teacher(batch) if teacher is not None else None
+            objective(student.eval()(batch.inputs, batch.extra.get("attention_mask"), batch.extra.get("position_ids")), t_out, batch)
+    except (ValueError, RuntimeError, IndexError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        hint = "; set teacher.cache=false (a live teacher gives full logits)" if cached else "; pick another objective"
+        raise TransfuseError(f"objective {name!r} cannot train on this {'top-k teacher cache' if cached else 'teacher'}: {first}{hint}") from None
+    finally:
+        student.train(was)
+        torch.random.set_rng_state(rng)
+
+
+def save_student(model: nn.Module, tokenizer, out: Path, metrics: Dict[str, Any]) -> None:
+    """``save_pretrained`` files of the student (no quantization entry: it loads and fine-tunes as a plain
+    float model) + tokenizer, moved into ``out`` from a temp folder; ``metrics.json`` last, the marker
+    of a finished run."""
+    import os
+    import shutil
+    import tempfile
+
+    from ..lm.models import strip_gguf_quantization
+
+    strip_gguf_quantization(model.config)
+    tmp = Path(tempfile.mkdtemp(dir=out, prefix=".tmp-model-"))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        for f in tmp.iterdir():
+            os.replace(f, out / f.name)
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1))
+        os.replace(tmp / "metrics.json", out / "metrics.json")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main(cfg: LMConfig, *, resume: bool = False) -> Dict[str, Any]:
+    """One run: train, evaluate, save the student to ``output`` (save_pretrained) with metrics.json.
+
+    The output rule of every training command: a finished ``output`` is refused unless
+    ``overwrite=true``; ``resume`` continues from ``output/checkpoints``."""
+    from ._checks import check_output_folder
+
+    out = Path(cfg.output) if cfg.output else None
+    if resume and out is None:
+        raise TransfuseError("--resume needs the run's output folder; set output=<folder>")
+    if out is not None:
+        check_output_folder(out, finished="metrics.json", resume=resume, overwrite=cfg.overwrite)
+        if cfg.overwrite and not resume and (out / "metrics.json").exists():
+            (out / "metrics.json").unlink()  # a killed overwrite run must not look finished
     prepared = Prepared(cfg)
-    metrics = prepared.run(cfg.objective.name, cfg.objective.params, seed=cfg.train.seed)
-    if cfg.output_dir:
-        out = Path(cfg.output_dir)
+    metrics = prepared.run(cfg.objective.name, cfg.objective.params, seed=cfg.train.seed, output=out, resume=resume)
+    if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        prepared.last_student.save_pretrained(out, safe_serialization=True)
-        prepared.tokenizer.save_pretrained(out)
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+        save_student(prepared.last_student, prepared.tokenizer, out, metrics)
     return metrics
 
 
-def run_recipe(path: str | Path | None, overrides=()) -> Dict[str, Any]:
-    """``transfuse distill lm_distill.yaml key=value ...`` for causal LMs: load, validate, run."""
+def run_recipe(path: str | Path | None, overrides=(), *, resume: bool = False) -> Dict[str, Any]:
+    """``transfuse distill lm_distill.yaml key=value ... [--resume]`` for causal LMs: load, validate, run."""
     from ..config import load_config
 
     default = Path(__file__).resolve().parents[1] / "recipes" / "configs" / "lm_distill.yaml"
-    return main(load_config(LMConfig, path or default, overrides))
+    return main(load_config(LMConfig, path or default, overrides), resume=resume)
