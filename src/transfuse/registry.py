@@ -100,8 +100,51 @@ def build(registry: Registry[Any], name: str, params: Dict[str, Any] | None = No
                 f"{registry.kind} {name!r} has no parameter {key!r}.{closest(key, user_params)} "
                 f"Valid parameters: {', '.join(user_params) or 'none'}."
             )
+    _check_types(registry, name, factory, params)
     ctx = {k: v for k, v in context.items() if k in sig.parameters and k not in params}  # params may override
     try:
         return factory(**ctx, **params)
     except (TypeError, ValueError) as exc:
         raise TransfuseError(f"bad parameters for {registry.kind} {name!r}: {exc}") from None
+
+
+def _hints(factory: Any) -> Dict[str, Any]:
+    """The factory's parameter annotations, resolved ({} when they cannot be)."""
+    import typing
+
+    target = factory.__init__ if isinstance(factory, type) else factory
+    try:
+        return typing.get_type_hints(target)
+    except Exception:  # an annotation naming something not importable here
+        return {}
+
+
+def _check_types(registry: Registry[Any], name: str, factory: Any, params: Dict[str, Any]) -> None:
+    """Each given parameter against its annotation (the signature is the schema), before the factory runs.
+
+    Only checks: the user's value is passed on unchanged. Annotations pydantic cannot check
+    (modules, callables) are skipped.
+    """
+    from pydantic import TypeAdapter, ValidationError
+
+    hints = _hints(factory)
+    for key, value in params.items():
+        hint = hints.get(key)
+        if hint is None or hint is Any:
+            continue
+        try:
+            adapter = TypeAdapter(hint)
+        except Exception:
+            continue
+        try:
+            adapter.validate_python(value)
+        except ValidationError:
+            import typing
+
+            if typing.get_origin(hint) is typing.Literal:
+                shown = "one of " + " or ".join(repr(a) for a in typing.get_args(hint))
+            else:
+                shown = getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+            raise TransfuseError(
+                f"{registry.kind} {name!r}: parameter {key!r} must be {shown}; got {value!r} ({type(value).__name__})"
+            ) from None

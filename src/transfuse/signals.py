@@ -42,7 +42,9 @@ class Batch:
     inputs: (B, ...) model inputs (images (B, C, H, W), token ids (B, T)).
     labels: (B,) class ids, -1 where a sample has no label; (B, T) token targets, -100 ignored.
     index: (B,) sample ids in the data set (keys of the teacher cache).
-    mask: (B, T) 1 on tokens that count (language models), else None.
+    mask: (B, T) 1 on tokens that count (language models), else None. When no mask is given
+        and token labels (B, T) hold -100 (Hugging Face's "ignore"), the mask is read from them
+        (labels != -100), so ignored tokens never count as tokens (TRL's convention).
     extra: anything else a data set provides (attention_mask, ...).
     """
 
@@ -51,6 +53,13 @@ class Batch:
     index: Optional[Tensor] = None
     mask: Optional[Tensor] = None
     extra: Dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        labels = self.labels
+        if self.mask is None and isinstance(labels, Tensor) and labels.dim() >= 2 and not labels.is_floating_point():
+            ignored = labels == -100  # (B, T)
+            if bool(ignored.any()):
+                self.mask = ~ignored
 
     @property
     def size(self) -> int:

@@ -42,3 +42,37 @@ def test_libero_and_l2metrics_by_hand():
 def test_a_non_square_matrix_is_refused():
     with pytest.raises(ValueError):
         M.acc([[0.1, 0.2]])
+
+
+def _avalanche_stream_metrics(R, b):
+    """Avalanche's StreamForgetting / StreamBWT / StreamForwardTransfer bookkeeping, replayed on R.
+
+    Written from avalanche/evaluation/metrics/forgetting_bwt.py and forward_transfer.py (ContinualAI/
+    avalanche, read at commit eb075be): after training experience i the whole stream is evaluated;
+    the experience just trained sets ``initial``, the others set ``last``; ``last`` is reset before each
+    evaluation, so at the end the stream mean runs over the experiences trained before the last one.
+    Forward transfer: ``previous`` = accuracy on k evaluated after training k-1, ``initial`` = at random init.
+    """
+    T = len(R)
+    initial, last = {}, {}
+    for i in range(T):
+        last = {}  # before_eval: reset_last
+        for j in range(T):
+            if j == i:
+                initial[j] = R[i][j]
+            else:
+                last[j] = R[i][j]
+    forgetting = [initial[k] - last[k] for k in last if k in initial]
+    stream_forgetting = sum(forgetting) / len(forgetting)
+    previous = {k: R[k - 1][k] for k in range(1, T)}
+    stream_fwt = sum(previous[k] - b[k] for k in previous) / len(previous)
+    return stream_forgetting, -stream_forgetting, stream_fwt
+
+
+@pytest.mark.parametrize("matrix", [R, [[0.9, 0.0, 0.0, 0.0], [0.5, 0.9, 0.0, 0.0], [0.95, 0.9, 0.9, 0.0], [0.7, 0.9, 0.8, 0.9]]])
+def test_avalanche_stream_metrics_equal_ours(matrix):
+    b = [0.1] * len(matrix)
+    forgetting, bwt, fwt = _avalanche_stream_metrics(matrix, b)
+    assert M.forgetting(matrix, kind="last") == pytest.approx(forgetting)
+    assert M.bwt(matrix) == pytest.approx(bwt)
+    assert M.fwt(matrix, b) == pytest.approx(fwt)

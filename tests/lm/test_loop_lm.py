@@ -67,7 +67,7 @@ def test_taid_t_is_checkpointed(tmp_path):
 
 @pytest.mark.slow
 def test_recipe_end_to_end_on_a_tiny_folder(tiny_lm_folder, tmp_path):
-    from transfuse.lm.recipe import LMConfig, main
+    from transfuse.recipes.distill_lm import LMConfig, main
 
     cfg = LMConfig.model_validate({
         "teacher": {"path": str(tiny_lm_folder), "cache": True, "cache_dir": str(tmp_path / "cache"), "top_k": 8},

@@ -1,8 +1,9 @@
-"""Weights shipped with transfuse, and the recipe that retrains each one.
+"""Weights shipped with transfuse, and the record of how each one was trained.
 
-``builtin_weights(name)`` returns the packaged file; if it is absent (a trimmed install) the
-model is trained on the spot, once, into ``~/.cache/transfuse/assets``. ``scripts/train_teacher.py``
-retrains the packaged files with the same recipe.
+This module only loads: ``builtin_weights(name)`` returns the packaged file, or the copy trained
+once into ``~/.cache/transfuse/assets`` on a trimmed install. Training is a recipe,
+``transfuse.recipes.builtin_teacher`` (which recipes call when the file is absent);
+``scripts/train_teacher.py`` retrains the packaged files with it.
 """
 from __future__ import annotations
 
@@ -33,57 +34,27 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("TRANSFUSE_CACHE", "~/.cache/transfuse")).expanduser() / "assets"
 
 
-def builtin_weights(name: str) -> Path:
-    """Path of the builtin weights ``name``, training them first if they are not shipped."""
+def builtin_spec(name: str) -> Dict[str, Any]:
+    """How the builtin weights ``name`` were trained (model, data, the loop's settings)."""
     if name not in BUILTIN:
         raise TransfuseError(f"unknown builtin weights {name!r}.{closest(name, BUILTIN)} Known: {', '.join(BUILTIN)}.")
-    packaged = HERE / f"{name}.safetensors"
-    if packaged.exists():
-        return packaged
-    cached = _cache_dir() / f"{name}.safetensors"
-    if not cached.exists():
-        print(f"transfuse: builtin weights {name!r} are not shipped here; training them once into {cached}")
-        train_builtin(name, cached)
-    return cached
-
-
-def builtin_spec(name: str) -> Dict[str, Any]:
     return BUILTIN[name]
 
 
-def train_builtin(name: str, out: Path) -> Dict[str, Any]:
-    """Train the builtin model ``name`` with cross-entropy and save it (with a .json of its metrics)."""
-    import time
+def builtin_path(name: str) -> Path:
+    """Where the builtin weights ``name`` are: the packaged file, else their place in the asset cache."""
+    builtin_spec(name)
+    packaged = HERE / f"{name}.safetensors"
+    return packaged if packaged.exists() else _cache_dir() / f"{name}.safetensors"
 
-    from ..data import build_data
-    from ..distill.loop import make_loader, train
-    from ..eval import evaluate
-    from ..models import build_model
-    from ..objectives import build_objective
-    from ..recipes.distill import save_student
 
-    spec = BUILTIN[name]
-    data = build_data(spec["data"], spec["data_params"])
-    model = build_model(spec["model"], spec["model_params"], in_shape=data.in_shape, num_classes=data.num_classes)
-    start = time.perf_counter()
-    result = train(
-        student=model,
-        teacher=None,
-        objective=build_objective("ce"),
-        train_loader=make_loader(data.train, batch_size=spec["batch_size"], seed=spec["seed"]),
-        epochs=spec["epochs"],
-        lr=spec["lr"],
-        schedule="onecycle",
-        seed=spec["seed"],
-    )
-    seconds = time.perf_counter() - start
-    metrics = evaluate(result.student, data.test)
-    summary = {"name": name, "spec": spec, "test_accuracy": metrics["accuracy"], "ece": metrics["ece"], "train_seconds": seconds}
-    out = Path(out)
-    tmp_folder = out.parent / f".{out.stem}.tmp"
-    save_student(result.student, tmp_folder, summary)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    (tmp_folder / "run_config.json").replace(out.with_suffix(".json"))
-    (tmp_folder / "student.safetensors").replace(out)
-    tmp_folder.rmdir()
-    return summary
+def builtin_weights(name: str) -> Path:
+    """Path of the builtin weights ``name``; a clear error when neither shipped nor trained yet."""
+    path = builtin_path(name)
+    if not path.exists():
+        raise TransfuseError(
+            f"builtin weights {name!r} are not shipped with this install and not in {str(path.parent)!r}; "
+            f"train them once with `python -m transfuse.recipes.builtin_teacher {name}` (or use them from a recipe, "
+            "which trains them on first use)"
+        )
+    return path

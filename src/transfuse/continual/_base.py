@@ -26,6 +26,7 @@ class ContinualMethod:
     setup(model, stream, generator) -> model   once, before task 0 (a method may wrap or change the model)
     train_set(task, seen) -> data              what to train on for this task (joint: everything seen)
     before_task(model, task)                   e.g. pick an initial mask, snapshot a teacher
+    optimizer(params, lr) -> torch optimiser   a fresh one per task (default Adam)
     objective(model, batch, task) -> loss      the training loss of one batch (a scalar)
     after_backward(model, task)                edit gradients before the optimiser step (projections, masks)
     after_step(model, batch, task)             e.g. fill a replay buffer, update an EMA
@@ -52,6 +53,9 @@ class ContinualMethod:
 
     def before_task(self, model: nn.Module, task: Task) -> None:
         pass
+
+    def optimizer(self, params: List[nn.Parameter], lr: float) -> torch.optim.Optimizer:
+        return torch.optim.Adam(params, lr=lr)
 
     def logits(self, model: nn.Module, inputs: Tensor, task: Optional[Task]) -> Tensor:
         return restrict(model(inputs), self.classes(task))  # (B, C)

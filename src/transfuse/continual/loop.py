@@ -41,9 +41,9 @@ def train_task(
     generator: torch.Generator,
     on_epoch: Optional[Callable[[int], None]] = None,
 ) -> None:
-    """Train ``model`` on ``data`` for ``epochs`` with a fresh Adam, through the method's hooks."""
+    """Train ``model`` on ``data`` for ``epochs`` with a fresh optimiser (the method's), through its hooks."""
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=lr)
+    opt = method.optimizer(params, lr)
     model.train()
     for epoch in range(epochs):
         for batch in batches(data, batch_size, generator):

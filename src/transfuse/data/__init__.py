@@ -46,6 +46,10 @@ class IndexedTensors(Dataset):
     def subset(self, positions: Tensor) -> "IndexedTensors":
         return IndexedTensors(self.inputs[positions], self.labels[positions], self.index[positions])
 
+    def with_labels(self, labels: Tensor) -> "IndexedTensors":
+        """The same samples with other labels (N,)."""
+        return IndexedTensors(self.inputs, labels, self.index)
+
 
 def collate_batch(items):
     """Collate for loaders over IndexedTensors: ``__getitems__`` already built the batch."""

@@ -75,7 +75,7 @@ def apply_labelled(
         return train.subset(keep)
     labels = torch.full_like(train.labels, -1)
     labels[keep] = train.labels[keep]
-    return IndexedTensors(train.inputs, labels, train.index)
+    return train.with_labels(labels)
 
 
 def check_labels(labels: np.ndarray | Tensor, what: str, num_classes: Optional[int] = None) -> Tensor:

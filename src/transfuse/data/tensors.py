@@ -26,6 +26,8 @@ _KEYS = ("x", "y", "x_test", "y_test")
 
 
 def _read_npz(path: Path) -> Dict[str, Any]:
+    if not zipfile.is_zipfile(path):  # np.load would try it as a pickle and blame object arrays
+        raise TransfuseError(f"{path} is not a .npz file (numpy.savez writes a zip archive; this is not one); save it with numpy.savez")
     try:
         with np.load(path, allow_pickle=False) as f:
             return {k: f[k] for k in f.files}
@@ -73,6 +75,23 @@ def _as_tensor(value: Any, key: str, path: Path) -> torch.Tensor:
             )
         return torch.stack(list(value))
     raise TransfuseError(f"{key} in {path} is a {type(value).__name__}; store a tensor (N, ...)")
+
+
+def _check_no_gaps(y: torch.Tensor, file: Path) -> None:
+    """With num_classes unset the class count is the largest label + 1, so one stray label (7 among
+    0..2) would silently widen it; ids that skip classes are refused, naming the stray labels."""
+    values, counts = torch.unique(y, return_counts=True)
+    if len(values) == 0 or int(values[-1]) + 1 == len(values):
+        return
+    present = set(values.tolist())
+    missing = [c for c in range(int(values[-1]) + 1) if c not in present]
+    first_gap = missing[0]
+    stray = [(int(v), int(n)) for v, n in zip(values, counts) if int(v) > first_gap]
+    shown = ", ".join(f"{v} ({n} sample{'s' if n != 1 else ''})" for v, n in stray[:5])
+    raise TransfuseError(
+        f"y in {file} skips class ids {missing[:5]}{'...' if len(missing) > 5 else ''} but has label {shown}; "
+        f"fix the stray label{'s' if len(stray) > 1 else ''}, or set data.params.num_classes if those classes exist"
+    )
 
 
 def _inputs(x: torch.Tensor) -> torch.Tensor:
@@ -129,6 +148,8 @@ def tensors(
         raise TransfuseError(f"{file} has {len(x)} samples in x but {len(y)} labels in y; give one label per sample")
     if len(x) == 0:
         raise TransfuseError(f"{file} has no samples")
+    if num_classes is None:
+        _check_no_gaps(y, file)
     classes = num_classes if num_classes is not None else int(y.max()) + 1
     gen = _generator(seed)
     x_test = y_test = None

@@ -106,7 +106,9 @@ def write_checkpoint(root: Path, step: int, parts: Dict[str, Any], keep: int = 1
     pointer_tmp = root / f".{LATEST}.tmp"
     pointer_tmp.write_text(final.name)
     os.replace(pointer_tmp, root / LATEST)
-    for old in sorted(root.glob("ckpt-*"))[:-keep]:
+    # Prune by age, never the one just written: a folder left by another run may sort after it.
+    others = sorted((p for p in root.glob("ckpt-*") if p != final), key=lambda p: p.stat().st_mtime)
+    for old in others[: max(len(others) - (keep - 1), 0)]:
         shutil.rmtree(old, ignore_errors=True)
     return final
 

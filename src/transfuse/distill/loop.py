@@ -1,7 +1,8 @@
-"""The distillation loop: one explicit loop on Accelerate.
+"""The distillation loop: named steps on Accelerate, composed by :func:`train`.
 
 batch -> objective.prepare -> teacher signal (live or cached) -> student forward -> objective
--> backward -> step. The same code runs in one process or under ``accelerate launch`` (DDP;
+-> backward -> step; each is a method of :class:`Learner`, so a recipe with several students or
+its own loop composes the same steps (torchtune's manner) instead of adding flags to ``train``. The same code runs in one process or under ``accelerate launch`` (DDP;
 gloo on CPU). Each micro-batch's mean loss is weighted by its share of the counted units
 (samples, or tokens where ``batch.mask`` is set) in the whole accumulation window across all
 processes, so accumulation and several processes give the gradient of one big batch.
@@ -20,7 +21,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.data import DataLoader, Sampler
 
 from ..errors import TransfuseError
@@ -78,8 +79,9 @@ class TrainResult:
     train_seconds: float = 0.0
 
 
-def _accelerator(*, mixed_precision: str, cpu: bool) -> Accelerator:
-    """An Accelerator; in one process, a second run with other settings (cpu, precision) is allowed.
+def make_accelerator(*, mixed_precision: str = "no", cpu: bool = False) -> Accelerator:
+    """An Accelerator (on the CPU when asked or when there is no GPU); in one process, a second run
+    with other settings (cpu, precision) is allowed.
 
     Accelerate keeps its state in a process-wide singleton and refuses a new Accelerator whose
     settings differ from the first one's; a notebook that trains twice hits that. With one
@@ -87,6 +89,8 @@ def _accelerator(*, mixed_precision: str, cpu: bool) -> Accelerator:
     Without cpu=True, Accelerate ignores a multi-process launch on a machine with no GPU.
     """
     from accelerate.state import AcceleratorState, PartialState
+
+    cpu = cpu or not torch.cuda.is_available()
 
     def make() -> Accelerator:
         return Accelerator(
@@ -152,6 +156,285 @@ class _Log:
             self.tb.close()
 
 
+@dataclass
+class Plan:
+    """How long a run is: optimizer steps per epoch, steps in all, and the epochs that hold them."""
+
+    steps_per_epoch: int
+    total_steps: int
+    epochs: int
+
+
+def plan_steps(loader: DataLoader, *, epochs: int = 1, max_steps: Optional[int] = None, grad_accum: int = 1) -> Plan:
+    """The step plan for ``loader`` (one optimizer step per ``grad_accum`` micro-batches)."""
+    if grad_accum < 1:
+        raise TransfuseError("grad_accum must be >= 1")
+    micro_per_epoch = len(loader)
+    if micro_per_epoch == 0:
+        raise TransfuseError("the training data yields no batch; use a smaller batch size or more data")
+    steps_per_epoch = math.ceil(micro_per_epoch / grad_accum)
+    total_steps = max_steps if max_steps is not None else epochs * steps_per_epoch
+    return Plan(steps_per_epoch, total_steps, math.ceil(total_steps / steps_per_epoch))
+
+
+def prepare_loader(accelerator: Accelerator, loader: DataLoader) -> DataLoader:
+    """The loader as Accelerate shards it over processes (the batch size is global)."""
+    if loader.batch_size is not None and loader.batch_size % accelerator.num_processes:
+        raise TransfuseError(
+            f"batch size {loader.batch_size} is not divisible by {accelerator.num_processes} processes; "
+            "the batch size is global, so pick a multiple of the process count"
+        )
+    return accelerator.prepare(loader)
+
+
+def epoch_batches(accelerator: Accelerator, loader: DataLoader, epoch: int, *, skip: int = 0, sampler=None) -> Iterator[Any]:
+    """The micro-batches of ``epoch`` in its reproducible order, less the first ``skip`` (a resumed epoch)."""
+    epoch_loader = accelerator.skip_first_batches(loader, skip) if skip else loader
+    # Accelerate's loaders re-seed their sampler from their own iteration counter on __iter__;
+    # set it to the real epoch so a resumed run sees the same order.
+    if hasattr(epoch_loader, "set_epoch"):
+        epoch_loader.set_epoch(epoch)
+    elif sampler is not None and hasattr(sampler, "set_epoch"):
+        sampler.set_epoch(epoch)
+    return iter(epoch_loader)
+
+
+def next_window(micro_batches: Iterator[Any], grad_accum: int) -> List[Batch]:
+    """The next accumulation window: up to ``grad_accum`` micro-batches as Batch (empty at the epoch's end)."""
+    return [as_batch(b) for _, b in zip(range(grad_accum), micro_batches)]
+
+
+@dataclass
+class StepStats:
+    """What one optimizer step reports: its loss (unit-weighted over the window) and counts."""
+
+    loss: float
+    correct: int = 0
+    labelled: int = 0
+    samples: int = 0
+
+
+@dataclass
+class Progress:
+    """Where a run stands: steps done, the epoch and micro-batch position to go on from, and the history."""
+
+    step: int = 0
+    epoch: int = 0
+    position: int = 0
+    history: List[Dict[str, Any]] = field(default_factory=list)
+
+
+class Learner:
+    """One student and what steps with it (objective, teacher, optimizer, schedule), as named steps.
+
+    The steps, in order: ``prepare_batch`` -> ``teacher_signal`` -> ``forward`` -> ``loss`` ->
+    ``backward`` (per micro-batch) -> ``optimizer_step`` -> ``end_step``; ``end_epoch`` and
+    ``evaluate`` at an epoch's end; ``checkpoint_parts`` / ``load_checkpoint_parts`` for resume.
+    ``train_step`` composes the per-step ones for one window and :func:`train` composes the run.
+    A recipe with several students (online distillation), clients (federated) or its own task
+    loop (continual learning) builds one Learner per model on one Accelerator and calls the steps
+    itself, e.g. one teacher signal shared by several students.
+    """
+
+    def __init__(
+        self,
+        accelerator: Accelerator,
+        *,
+        student: nn.Module,
+        teacher: Optional[Callable[[Batch], Outputs]],
+        objective: Objective,
+        total_steps: int,
+        optimizer: str = "adamw",
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        momentum: float = 0.9,
+        schedule: str = "constant",
+        warmup_steps: int = 0,
+        grad_clip: Optional[float] = None,
+        seed: int = 0,
+        forward: Callable[[nn.Module, Batch], Outputs] = default_forward,
+    ) -> None:
+        _check_teacher_fits(objective, teacher)
+        if hasattr(teacher, "attach"):  # a teacher made from the student itself (SelfTeacher)
+            teacher.attach(student)
+        objective.bind(student, teacher=getattr(teacher, "model", None))
+        student.train()
+        self.accelerator, self.teacher, self.objective = accelerator, teacher, objective
+        self.total_steps, self.grad_clip, self.seed, self.forward_fn = total_steps, grad_clip, seed, forward
+        objective.to(accelerator.device)
+        self.extra_params = [p for p in objective.parameters() if p.requires_grad]
+        self.params = [p for p in student.parameters() if p.requires_grad] + self.extra_params
+        opt = _optimizer(optimizer, self.params, lr=lr, weight_decay=weight_decay, momentum=momentum)
+        sched = make_scheduler(opt, kind=schedule, total_steps=total_steps, warmup_steps=warmup_steps)
+        self.model, self.optimizer, self.scheduler = accelerator.prepare(student, opt, sched)
+        if teacher is not None and hasattr(teacher, "to"):
+            teacher.to(accelerator.device)
+        self.student = accelerator.unwrap_model(self.model)  # the plain module (hooks, state dicts)
+        # Without a gradient scaler, DeepSpeed, Megatron or XLA, Accelerate's backward and optimizer
+        # step are loss.backward() and optimizer.step(), reached through per-step checks (an
+        # importlib look-up for LOMO each call) that cost a tiny student a sizeable part of its step.
+        from accelerate.utils import DistributedType
+
+        special = (DistributedType.DEEPSPEED, DistributedType.MEGATRON_LM, DistributedType.XLA)
+        self._direct = (
+            accelerator.scaler is None and accelerator.distributed_type not in special and accelerator.gradient_accumulation_steps == 1
+        )
+        self.stateful_teacher = getattr(teacher, "stateful", False)
+
+    # -- the steps of one optimizer step -------------------------------------------------------
+    def prepare_batch(self, batch: Any, *, step: int) -> Batch:
+        """The objective's input change (augmentation, mixing), seeded by (seed, step) for exact resume."""
+        return self.objective.prepare(as_batch(batch), generator=torch.Generator().manual_seed(self.seed * 1_000_003 + step))
+
+    def teacher_signal(self, batch: Batch) -> Optional[Outputs]:
+        """The teacher's outputs (live or cached), or None when there is none or the objective needs none."""
+        if self.teacher is None or not self.objective.needs_teacher:
+            return None
+        features = self.objective.teacher_features
+        return self.teacher(batch, features) if features else self.teacher(batch)
+
+    def forward(self, batch: Batch) -> Outputs:
+        """The student's outputs, with the features the objective reads taken by hooks."""
+        if not self.objective.student_features:
+            return self.forward_fn(self.model, batch)
+        with capture(self.student, self.objective.student_features) as store:  # hooks on the unwrapped module
+            out = self.forward_fn(self.model, batch)
+        out.hidden.update(store)
+        return out
+
+    def loss(self, student_out: Outputs, teacher_out: Optional[Outputs], batch: Batch) -> Tensor:
+        """The objective's mean loss over the micro-batch's units, after checking labels and class counts."""
+        _check_labels(batch, student_out, teacher_out, self.objective)
+        return self.objective(student_out, teacher_out, batch)
+
+    def no_sync(self, last: bool):
+        """Hold DDP's gradient all-reduce for every micro-batch of a window but the last."""
+        return contextlib.nullcontext() if last else self.accelerator.no_sync(self.model)
+
+    def backward(self, loss: Tensor, weight: float) -> None:
+        """Gradients of ``loss * weight`` (weight: the micro-batch's share of the window's units)."""
+        if self._direct:
+            (loss * weight).backward()
+        else:
+            self.accelerator.backward(loss * weight)
+
+    def optimizer_step(self) -> None:
+        """Average the objective's own gradients over processes, clip, step optimizer and schedule, clear."""
+        if self.extra_params and self.accelerator.num_processes > 1:
+            for p in self.extra_params:
+                if p.grad is not None:
+                    p.grad = self.accelerator.reduce(p.grad, reduction="mean")
+        if self.grad_clip is not None:
+            self.accelerator.clip_grad_norm_(self.params, self.grad_clip)
+        optimizer = self.optimizer.optimizer if self._direct else self.optimizer  # the raw one: see __init__
+        optimizer.step()
+        self.scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    def end_step(self, *, step: int, loss: float) -> None:
+        """The objective's and teacher's per-step updates (schedules, EMA teachers)."""
+        self.objective.on_step_end(step=step, total_steps=self.total_steps, loss=loss)
+        if hasattr(self.teacher, "on_step_end"):
+            self.teacher.on_step_end(self.student)
+
+    # -- composed ------------------------------------------------------------------------------
+    def train_step(self, window: List[Any], *, step: int, epoch: int = 0) -> StepStats:
+        """One optimizer step over an accumulation window of micro-batches (``step``: steps done before it)."""
+        window = [self.prepare_batch(b, step=step) for b in window]
+        accelerator = self.accelerator
+        units = [count_units(b) for b in window]  # ints; float64 arithmetic below, as exact as on tensors
+        local_units = sum(units)
+        total_units = local_units
+        if accelerator.num_processes > 1:
+            local = torch.tensor(float(local_units), dtype=torch.float64, device=accelerator.device)
+            total_units = float(accelerator.reduce(local, reduction="sum"))
+        stats = StepStats(loss=0.0)
+        for i, batch in enumerate(window):
+            with self.no_sync(i == len(window) - 1), accelerator.autocast():
+                teacher_out = self.teacher_signal(batch)
+                student_out = self.forward(batch)
+                loss = self.loss(student_out, teacher_out, batch)
+            self.backward(loss, units[i] * accelerator.num_processes / total_units)
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise TransfuseError(
+                    f"the loss became {value} at step {step + 1} (epoch {epoch + 1}); lower the learning rate "
+                    "(optim.lr), set optim.grad_clip, or check the inputs for NaN/inf"
+                )
+            stats.loss += value * float(units[i]) / float(local_units)
+            if batch.labels is not None and student_out.logits is not None and batch.labels.dim() == 1:
+                known = batch.labels >= 0
+                stats.correct += int((student_out.logits.argmax(-1)[known] == batch.labels[known]).sum())
+                stats.labelled += int(known.sum())
+            stats.samples += batch.size
+        self.optimizer_step()
+        return stats
+
+    # -- epoch end, evaluation, checkpoints ----------------------------------------------------
+    def end_epoch(self, *, epoch: int, epochs: int) -> None:
+        """The objective's and teacher's per-epoch updates (``epoch`` counts from 1)."""
+        self.objective.on_epoch_end(epoch=epoch, epochs=epochs)
+        if hasattr(self.teacher, "on_epoch_end"):
+            self.teacher.on_epoch_end(self.student, epoch)
+
+    def evaluate(self, fn: Callable[[nn.Module], Dict[str, Any]]) -> Dict[str, Any]:
+        """``fn`` on the plain student in eval mode; training mode is restored."""
+        self.student.eval()
+        try:
+            return fn(self.student)
+        finally:
+            self.student.train()
+
+    def checkpoint_parts(self) -> Dict[str, Any]:
+        """Everything of this learner that a resumed run needs."""
+        parts = {
+            "student": self.student.state_dict(),
+            "objective": self.objective.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+        }
+        if self.stateful_teacher:
+            parts["teacher"] = self.teacher.state_dict()
+        return parts
+
+    def part_names(self) -> tuple:
+        return ("student", "objective", "optimizer", "scheduler") + (("teacher",) if self.stateful_teacher else ())
+
+    def load_checkpoint_parts(self, parts: Dict[str, Any]) -> None:
+        if self.stateful_teacher:
+            self.teacher.load_state_dict(parts["teacher"])
+        self.student.load_state_dict(parts["student"])
+        self.objective.load_state_dict(parts["objective"])
+        self.optimizer.load_state_dict(parts["optimizer"])
+        self.scheduler.load_state_dict(parts["scheduler"])
+
+
+def save_checkpoint(accelerator: Accelerator, root: Optional[Path], learner: Learner, progress: Progress, *, epoch: int, position: int) -> None:
+    """An atomic checkpoint of ``learner`` and the run's progress and RNG (main process writes; all wait)."""
+    if root is None:
+        return
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        parts = learner.checkpoint_parts()
+        teacher = {"teacher": parts.pop("teacher")} if "teacher" in parts else {}
+        run = {"step": progress.step, "epoch": epoch, "position": position, "history": progress.history}
+        ckpt.write_checkpoint(root, progress.step, {**parts, "progress": run, "rng": ckpt.rng_state(), **teacher})
+    accelerator.wait_for_everyone()
+
+
+def load_checkpoint(root: Path, learner: Learner) -> Progress:
+    """Restore ``learner`` and the RNG from ``root``'s latest checkpoint; the progress to go on from."""
+    folder = ckpt.latest_checkpoint(root)
+    if folder is None:
+        raise TransfuseError(f"no checkpoint to resume from in {str(root)!r}; run without --resume")
+    names = learner.part_names()
+    parts = ckpt.read_checkpoint(folder, names[:4] + ("progress", "rng") + names[4:])
+    learner.load_checkpoint_parts(parts)
+    prog = parts["progress"]
+    ckpt.set_rng_state(parts["rng"])
+    return Progress(step=prog["step"], epoch=prog["epoch"], position=prog["position"], history=prog["history"])
+
+
 def train(
     *,
     student: nn.Module,
@@ -185,195 +468,71 @@ def train(
     resume: continue from output_dir/checkpoints/latest (same final weights as an uninterrupted run).
     evaluate: called with the unwrapped student after each epoch; its dict joins the history.
     """
-    if grad_accum < 1:
-        raise TransfuseError("grad_accum must be >= 1")
-    torch.manual_seed(seed)
-    accelerator = _accelerator(mixed_precision=mixed_precision, cpu=cpu or not torch.cuda.is_available())
+    plan = plan_steps(train_loader, epochs=epochs, max_steps=max_steps, grad_accum=grad_accum)
     output = Path(output_dir) if output_dir is not None else None
     ckpt_root = output / "checkpoints" if output is not None else None
     if resume and ckpt_root is None:
         raise TransfuseError("resume needs an output folder holding checkpoints")
-    if train_loader.batch_size is not None and train_loader.batch_size % accelerator.num_processes:
-        raise TransfuseError(
-            f"batch size {train_loader.batch_size} is not divisible by {accelerator.num_processes} processes; "
-            "the batch size is global, so pick a multiple of the process count"
-        )
-    _check_teacher_fits(objective, teacher)
-    if hasattr(teacher, "attach"):  # a teacher made from the student itself (SelfTeacher)
-        teacher.attach(student)
-    objective.bind(student, teacher=getattr(teacher, "model", None))
-    student.train()
-    device = accelerator.device
-    objective.to(device)
-    extra_params = [p for p in objective.parameters() if p.requires_grad]
-    params = [p for p in student.parameters() if p.requires_grad] + extra_params
-    opt = _optimizer(optimizer, params, lr=lr, weight_decay=weight_decay, momentum=momentum)
-    micro_per_epoch = len(train_loader)
-    if micro_per_epoch == 0:
-        raise TransfuseError("the training data yields no batch; use a smaller batch size or more data")
-    steps_per_epoch = math.ceil(micro_per_epoch / grad_accum)
-    total_steps = max_steps if max_steps is not None else epochs * steps_per_epoch
-    epochs = math.ceil(total_steps / steps_per_epoch)
-    sched = make_scheduler(opt, kind=schedule, total_steps=total_steps, warmup_steps=warmup_steps)
-    model, opt, loader, sched = accelerator.prepare(student, opt, train_loader, sched)
-    if teacher is not None and hasattr(teacher, "to"):
-        teacher.to(device)
-    sampler = getattr(train_loader, "sampler", None)
-    unwrapped = accelerator.unwrap_model(model)
-
-    def student_forward(batch: Batch) -> Outputs:
-        if not objective.student_features:
-            return forward(model, batch)
-        with capture(unwrapped, objective.student_features) as store:  # hooks on the unwrapped module
-            out = forward(model, batch)
-        out.hidden.update(store)
-        return out
-
-    def teacher_forward(batch: Batch) -> Optional[Outputs]:
-        if teacher is None or not objective.needs_teacher:
-            return None
-        return teacher(batch, objective.teacher_features) if objective.teacher_features else teacher(batch)
-
-    stateful_teacher = getattr(teacher, "stateful", False)
-    step, start_epoch, position, history = 0, 0, 0, []
-    if resume:
-        folder = ckpt.latest_checkpoint(ckpt_root)
-        if folder is None:
-            raise TransfuseError(f"no checkpoint to resume from in {str(ckpt_root)!r}; run without --resume")
-        names = ("student", "objective", "optimizer", "scheduler", "progress", "rng")
-        parts = ckpt.read_checkpoint(folder, names + (("teacher",) if stateful_teacher else ()))
-        if stateful_teacher:
-            teacher.load_state_dict(parts["teacher"])
-        accelerator.unwrap_model(model).load_state_dict(parts["student"])
-        objective.load_state_dict(parts["objective"])
-        opt.load_state_dict(parts["optimizer"])
-        sched.load_state_dict(parts["scheduler"])
-        prog = parts["progress"]
-        step, start_epoch, position, history = prog["step"], prog["epoch"], prog["position"], prog["history"]
-        ckpt.set_rng_state(parts["rng"])
-
-    log = _Log(output, accelerator.is_main_process, step)
+    torch.manual_seed(seed)
+    accelerator = make_accelerator(mixed_precision=mixed_precision, cpu=cpu)
+    learner = Learner(
+        accelerator, student=student, teacher=teacher, objective=objective, total_steps=plan.total_steps,
+        optimizer=optimizer, lr=lr, weight_decay=weight_decay, momentum=momentum, schedule=schedule,
+        warmup_steps=warmup_steps, grad_clip=grad_clip, seed=seed, forward=forward,
+    )
+    loader = prepare_loader(accelerator, train_loader)
+    state = load_checkpoint(ckpt_root, learner) if resume else Progress()
+    log = _Log(output, accelerator.is_main_process, state.step)
     show = accelerator.is_main_process and (sys.stderr.isatty() if progress is None else progress)
-    bar = _progress(show, total_steps, step)
-
-    def save_checkpoint(epoch: int, pos: int) -> None:
-        if ckpt_root is None:
-            return
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            ckpt.write_checkpoint(
-                ckpt_root,
-                step,
-                {
-                    "student": accelerator.unwrap_model(model).state_dict(),
-                    "objective": objective.state_dict(),
-                    "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict(),
-                    "progress": {"step": step, "epoch": epoch, "position": pos, "history": history},
-                    "rng": ckpt.rng_state(),
-                    **({"teacher": teacher.state_dict()} if stateful_teacher else {}),
-                },
-            )
-        accelerator.wait_for_everyone()
+    bar = _progress(show, plan.total_steps, state.step)
 
     train_time, samples_seen = 0.0, 0
-    for epoch in range(start_epoch, epochs):
-        if step >= total_steps:
+    for epoch in range(state.epoch, plan.epochs):
+        if state.step >= plan.total_steps:
             break
-        skip = position if epoch == start_epoch else 0
-        epoch_loader = accelerator.skip_first_batches(loader, skip) if skip else loader
-        # Accelerate's loaders re-seed their sampler from their own iteration counter on __iter__;
-        # set it to the real epoch so a resumed run sees the same order.
-        if hasattr(epoch_loader, "set_epoch"):
-            epoch_loader.set_epoch(epoch)
-        elif sampler is not None and hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(epoch)
-        micro_iter = iter(epoch_loader)
+        skip = state.position if epoch == state.epoch else 0
+        micro_batches = epoch_batches(accelerator, loader, epoch, skip=skip, sampler=getattr(train_loader, "sampler", None))
         pos = skip
         loss_sum, correct, labelled, n_steps = 0.0, 0, 0, 0
         t0 = time.perf_counter()
-        while step < total_steps:
-            window = [as_batch(b) for _, b in zip(range(grad_accum), micro_iter)]
+        while state.step < plan.total_steps:
+            window = next_window(micro_batches, grad_accum)
             if not window:
                 break
-            window = [objective.prepare(b, generator=torch.Generator().manual_seed(seed * 1_000_003 + step)) for b in window]
-            units = torch.tensor([count_units(b) for b in window], dtype=torch.float64, device=device)
-            total_units = accelerator.reduce(units.sum(), reduction="sum") if accelerator.num_processes > 1 else units.sum()
-            step_loss = 0.0
-            for i, batch in enumerate(window):
-                last = i == len(window) - 1
-                sync = contextlib.nullcontext() if last else accelerator.no_sync(model)
-                with sync, accelerator.autocast():
-                    teacher_out = teacher_forward(batch)
-                    student_out = student_forward(batch)
-                    _check_labels(batch, student_out, teacher_out, objective)
-                    loss = objective(student_out, teacher_out, batch)
-                weight = float(units[i] * accelerator.num_processes / total_units)
-                accelerator.backward(loss * weight)
-                value = float(loss.detach())
-                if not math.isfinite(value):
-                    raise TransfuseError(
-                        f"the loss became {value} at step {step + 1} (epoch {epoch + 1}); lower the learning rate "
-                        "(optim.lr), set optim.grad_clip, or check the inputs for NaN/inf"
-                    )
-                step_loss += value * float(units[i]) / float(units.sum())
-                if batch.labels is not None and student_out.logits is not None and batch.labels.dim() == 1:
-                    known = batch.labels >= 0
-                    correct += int((student_out.logits.argmax(-1)[known] == batch.labels[known]).sum())
-                    labelled += int(known.sum())
-                samples_seen += batch.size
-            if extra_params and accelerator.num_processes > 1:
-                for p in extra_params:
-                    if p.grad is not None:
-                        p.grad = accelerator.reduce(p.grad, reduction="mean")
-            if grad_clip is not None:
-                accelerator.clip_grad_norm_(params, grad_clip)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            step += 1
+            stats = learner.train_step(window, step=state.step, epoch=epoch)
+            state.step += 1
             pos += len(window)
             n_steps += 1
-            loss_sum += step_loss
-            objective.on_step_end(step=step, total_steps=total_steps, loss=step_loss)
-            if hasattr(teacher, "on_step_end"):
-                teacher.on_step_end(unwrapped)
+            loss_sum += stats.loss
+            correct, labelled, samples_seen = correct + stats.correct, labelled + stats.labelled, samples_seen + stats.samples
+            learner.end_step(step=state.step, loss=stats.loss)
             if bar is not None:
-                bar.update(step, loss_sum / n_steps, correct / max(labelled, 1) if labelled else None, epoch + 1)
-            if step % log_every == 0:
-                log.write({"step": step, "epoch": epoch + 1, "loss": step_loss, "lr": sched.get_last_lr()[0]})
-            if checkpoint_every and step % checkpoint_every == 0 and step < total_steps:
-                save_checkpoint(epoch, pos)
+                bar.update(state.step, loss_sum / n_steps, correct / max(labelled, 1) if labelled else None, epoch + 1)
+            if state.step % log_every == 0:
+                log.write({"step": state.step, "epoch": epoch + 1, "loss": stats.loss, "lr": learner.scheduler.get_last_lr()[0]})
+            if checkpoint_every and state.step % checkpoint_every == 0 and state.step < plan.total_steps:
+                save_checkpoint(accelerator, ckpt_root, learner, state, epoch=epoch, position=pos)
         train_time += time.perf_counter() - t0
-        objective.on_epoch_end(epoch=epoch + 1, epochs=epochs)
-        if hasattr(teacher, "on_epoch_end"):
-            teacher.on_epoch_end(unwrapped, epoch + 1)
-        record: Dict[str, Any] = {
-            "epoch": epoch + 1,
-            "step": step,
-            "train_loss": loss_sum / max(n_steps, 1),
-        }
+        learner.end_epoch(epoch=epoch + 1, epochs=plan.epochs)
+        record: Dict[str, Any] = {"epoch": epoch + 1, "step": state.step, "train_loss": loss_sum / max(n_steps, 1)}
         if labelled:
             record["train_accuracy"] = correct / labelled
         if evaluate is not None and accelerator.is_main_process:
-            unwrapped = accelerator.unwrap_model(model)
-            unwrapped.eval()
-            record.update(evaluate(unwrapped))
-            unwrapped.train()
-        history.append(record)
+            record.update(learner.evaluate(evaluate))
+        state.history.append(record)
         log.write(record)
-        if ckpt_root is not None and (step < total_steps or checkpoint_every == 0):
-            save_checkpoint(epoch + 1, 0)
+        if ckpt_root is not None and (state.step < plan.total_steps or checkpoint_every == 0):
+            save_checkpoint(accelerator, ckpt_root, learner, state, epoch=epoch + 1, position=0)
     if bar is not None:
         bar.close()
     log.close()
     accelerator.wait_for_everyone()
-    final = accelerator.unwrap_model(model)
+    final = learner.student
     final.eval()
     return TrainResult(
         student=final,
-        history=history,
-        steps=step,
+        history=state.history,
+        steps=state.step,
         samples_per_second=samples_seen * accelerator.num_processes / train_time if train_time else 0.0,
         train_seconds=train_time,
     )

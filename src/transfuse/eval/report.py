@@ -10,8 +10,9 @@ import math
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Sequence, Tuple
 
 from torch import Tensor
 
@@ -163,15 +164,12 @@ def write_report(
     folder is replaced only if it is empty or a previous report.
     """
     folder = Path(folder)
-    _check_target(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
     bins_by_run = {}
     for run, (probs, labels) in reliability.items():
         b: Dict[str, Any] = reliability_bins(probs, labels, bins)
         b["ece"] = expected_calibration_error(probs, labels, bins)
         bins_by_run[run] = b
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
-    try:
+    with atomic_folder(folder) as tmp:
         files = []
         if any(curves.values()):
             _plot_curves(tmp / "learning_curves.png", curves, title)
@@ -184,11 +182,22 @@ def write_report(
         (tmp / "report.md").write_text("\n".join(md))
         payload = {"title": title, "rows": rows, "curves": curves, "reliability": bins_by_run}
         (tmp / "metrics.json").write_text(json.dumps(_plain(payload), indent=2, allow_nan=False))
+    return folder
+
+
+@contextmanager
+def atomic_folder(folder: Path) -> Iterator[Path]:
+    """A temporary sibling of ``folder`` to write a report into: on success it replaces ``folder``
+    (which must be absent, empty or an earlier report), on any error it is removed."""
+    _check_target(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+    try:
+        yield tmp
         _replace(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return folder
 
 
 def _replace(tmp: Path, folder: Path) -> None:
@@ -207,4 +216,4 @@ def _replace(tmp: Path, folder: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-__all__ = ["write_report", "markdown_table"]
+__all__ = ["write_report", "markdown_table", "atomic_folder"]

@@ -1,7 +1,8 @@
 """Intermediate features through forward hooks, by module path, without editing the models.
 
 A path names a submodule as in ``model.named_modules()`` (``"layer3"``, ``"blocks.2.mlp"``);
-``"name:in"`` takes the module's input instead of its output; ``"penultimate"`` is the input
+``"name:in"`` takes the module's input instead of its output, ``"name:1"`` item 1 of a module
+that returns a tuple (a Hugging Face attention's probabilities); ``"penultimate"`` is the input
 of the model's last ``nn.Linear`` (the features a classifier head sees).
 
     with capture(model, ["layer3", "penultimate"]) as hidden:
@@ -22,7 +23,9 @@ PENULTIMATE = "penultimate"
 
 
 def resolve(model: nn.Module, path: str) -> Tuple[nn.Module, bool]:
-    """The module a feature path names and whether its input (True) or output (False) is taken."""
+    """The module a feature path names and whether its input (True) or output (False) is taken.
+
+    For ``"name:K"`` (K a number) the output is taken; :func:`capture` then picks its item K."""
     if path == PENULTIMATE:
         linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
         if not linears:
@@ -32,8 +35,8 @@ def resolve(model: nn.Module, path: str) -> Tuple[nn.Module, bool]:
             )
         return linears[-1], True
     name, _, side = path.partition(":")
-    if side not in ("", "in", "out"):
-        raise TransfuseError(f"feature path {path!r} must end in ':in' or ':out' if it has a colon")
+    if side not in ("", "in", "out") and not side.isdigit():
+        raise TransfuseError(f"feature path {path!r} must end in ':in', ':out' or ':<item number>' if it has a colon")
     modules = dict(model.named_modules())
     if name not in modules:
         raise TransfuseError(
@@ -52,10 +55,18 @@ def capture(model: nn.Module, paths: Sequence[str]) -> Iterator[Dict[str, Tensor
         for path in dict.fromkeys(paths):
             module, take_input = resolve(model, path)
 
-            def hook(_mod: nn.Module, args: tuple, out, path: str = path, take_input: bool = take_input) -> None:
+            _, sep, side = path.partition(":")
+            item = int(side) if sep and side.isdigit() else 0
+
+            def hook(_mod: nn.Module, args: tuple, out, path: str = path, take_input: bool = take_input, item: int = item) -> None:
                 value = args[0] if take_input else out
                 if isinstance(value, (tuple, list)):
-                    value = value[0]
+                    if item >= len(value) or value[item] is None:
+                        raise TransfuseError(
+                            f"feature {path!r}: item {item} of the module's output is missing; for attention "
+                            "probabilities build the model with attn_implementation=eager"
+                        )
+                    value = value[item]
                 store[path] = value
 
             handles.append(module.register_forward_hook(hook))
@@ -65,12 +76,12 @@ def capture(model: nn.Module, paths: Sequence[str]) -> Iterator[Dict[str, Tensor
             handle.remove()
 
 
-def forward_with_features(model: nn.Module, inputs: Tensor, paths: Sequence[str] = ()) -> Outputs:
-    """``model(inputs)`` as Outputs with ``hidden`` filled from the feature ``paths``."""
+def forward_with_features(model: nn.Module, inputs: Tensor, paths: Sequence[str] = (), **kwargs) -> Outputs:
+    """``model(inputs, **kwargs)`` as Outputs with ``hidden`` filled from the feature ``paths``."""
     if not paths:
-        return as_outputs(model(inputs))
+        return as_outputs(model(inputs, **kwargs))
     with capture(model, paths) as store:
-        out = as_outputs(model(inputs))
+        out = as_outputs(model(inputs, **kwargs))
     missing = [p for p in paths if p not in store]
     if missing:
         raise TransfuseError(f"feature path(s) {missing} did not run in the forward pass; pick modules the model uses")

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..errors import TransfuseError
 from ..signals import Batch, Outputs
 from . import Objective, objectives
 
@@ -62,6 +63,13 @@ class MixKD(Objective):
         return Batch(inputs=inputs, labels=labels, index=index, mask=batch.mask, extra=extra)
 
     def forward(self, student: Outputs, teacher: Outputs, batch: Batch) -> Tensor:
+        if student.logits.shape[-1] == 2:
+            # Two logits divided by their std are always +-1/sqrt(2) apart from the sign (the official
+            # MIXSTDLoss too): the loss has no gradient and nothing is learnt.
+            raise TransfuseError(
+                "mixkd divides logits by their std over classes, which with 2 classes leaves only their sign "
+                "and no gradient (nothing is learnt); use objective.name=kd for two classes"
+            )
         s = _std_normalised(student.logits)  # (B, C)
         t = _std_normalised(teacher.logits.detach())
         log_s = s.log_softmax(-1)

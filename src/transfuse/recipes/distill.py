@@ -10,7 +10,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional
+from typing import Any, Dict, List, Literal, Optional, Union
 
 import torch
 from pydantic import Field
@@ -19,6 +19,7 @@ from torch import nn
 
 from ..config import Strict, load_config
 from ..errors import TransfuseError
+from ._checks import check_teacher_classes, check_unfinished_run, probe
 
 CONFIGS = Path(__file__).parent / "configs"
 
@@ -37,6 +38,14 @@ class TeacherSpec(ModelSpec):
     cache: bool = True  # run the teacher once over the training data and reuse its logits
     cache_dir: str = "~/.cache/transfuse/teachers"
     cache_path: Optional[str] = None
+    # several teachers as one source: each member a teacher spec (its own cache flag), fused by `rule`
+    # (then `weights` is one fusion weight per member, not a weights file)
+    ensemble: Optional[List["TeacherSpec"]] = None
+    rule: Union[str, Dict[str, Any]] = "mean"  # a fusion-rule name or {name: ..., params}; with ensemble
+    weights: Union[str, List[float], None] = None
+
+
+TeacherSpec.model_rebuild()
 
 
 class ObjectiveSpec(Strict):
@@ -80,7 +89,7 @@ class EvalSpec(Strict):
 
 
 class DistillConfig(Strict):
-    task: Literal["classify"] = "classify"  # `task: lm` recipes go to transfuse.lm.recipe
+    task: Literal["classify"] = "classify"  # `task: lm` recipes go to transfuse.recipes.distill_lm
     student: ModelSpec
     teacher: Optional[TeacherSpec] = None
     objective: ObjectiveSpec = Field(default_factory=ObjectiveSpec)
@@ -128,9 +137,9 @@ def load_weights(model: nn.Module, weights: str, *, what: str) -> nn.Module:
     from safetensors.torch import load_file
 
     if weights.startswith("builtin:"):
-        from ..assets import builtin_weights
+        from .builtin_teacher import ensure_builtin
 
-        path = builtin_weights(weights.split(":", 1)[1])
+        path = ensure_builtin(weights.split(":", 1)[1])
     else:
         path = Path(weights).expanduser()
         if not path.exists():
@@ -168,6 +177,7 @@ class Pieces:
 def build_pieces(cfg: DistillConfig) -> Pieces:
     """Data, student, teacher model and objective, each checked; nothing is written."""
     from ..data import build_data
+    from ..data._text import teacher_view, tokenize_for
     from ..models import build_model
     from ..objectives import build_objective
     from ..seeding import seed_everything
@@ -179,29 +189,62 @@ def build_pieces(cfg: DistillConfig) -> Pieces:
         load_weights(student, cfg.student.weights, what="student")
     objective = build_objective(cfg.objective.name, cfg.objective.params)
     teacher = None
-    if cfg.teacher is not None and cfg.teacher.source == "model":
+    if cfg.teacher is not None and cfg.teacher.ensemble is not None:
+        teacher = _ensemble_model(cfg.teacher, data)
+    elif cfg.teacher is not None and cfg.teacher.source == "model":
+        if isinstance(cfg.teacher.weights, list):
+            raise TransfuseError("teacher.weights is a list of fusion weights, which only an ensemble takes; give a .safetensors file")
         if not cfg.teacher.name:
             raise TransfuseError("teacher needs a model name (teacher.name=...), or teacher.source=self")
         teacher = build_model(cfg.teacher.name, cfg.teacher.params, in_shape=data.in_shape, num_classes=data.num_classes)
         if cfg.teacher.weights:
             load_weights(teacher, cfg.teacher.weights, what="teacher")
         teacher.eval()
-        _check_class_counts(teacher, student, data, fewer_ok=objective.teacher_may_have_fewer_classes)
     elif cfg.teacher is None and objective.needs_teacher:
         raise TransfuseError(
             f"objective {cfg.objective.name!r} needs a teacher; add a `teacher:` section or use objective.name=ce"
         )
+    data = tokenize_for(data, student, teacher)  # text: token ids from each model's own tokenizer
+    probe(student, data, what="student", name=cfg.student.name)
+    if teacher is not None:
+        probe(teacher, data, what="teacher", name=cfg.teacher.name or "ensemble", inputs=teacher_view(data.train))
+        _check_class_counts(teacher, student, data, fewer_ok=objective.teacher_may_have_fewer_classes)
     return Pieces(data=data, student=student, teacher_model=teacher, objective=objective)
+
+
+def _ensemble_model(spec: TeacherSpec, data: Any) -> nn.Module:
+    """The members of ``teacher.ensemble`` built and loaded, behind one fused forward (EnsembleModel)."""
+    from ..models import build_model
+    from ..teachers import EnsembleModel
+
+    if spec.source != "model" or spec.name:
+        raise TransfuseError("a teacher with `ensemble:` lists its models there; remove teacher.name / teacher.source")
+    if isinstance(spec.weights, str):
+        raise TransfuseError("with teacher.ensemble, teacher.weights are fusion weights (one number per member), not a file")
+    members = []
+    for i, member in enumerate(spec.ensemble or []):
+        if member.ensemble is not None or member.source != "model" or not member.name:
+            raise TransfuseError(f"teacher.ensemble[{i}] must be a model (name, params, weights), not an ensemble or self")
+        if isinstance(member.weights, list):
+            raise TransfuseError(f"teacher.ensemble[{i}].weights must be a .safetensors file")
+        m = build_model(member.name, member.params, in_shape=data.in_shape, num_classes=data.num_classes)
+        if member.weights:
+            load_weights(m, member.weights, what=f"teacher.ensemble[{i}]")
+        members.append(m.eval())
+    return EnsembleModel(members, spec.rule, spec.weights)
 
 
 def _check_class_counts(teacher: nn.Module, student: nn.Module, data: Any, *, fewer_ok: bool = False) -> None:
     from ..signals import as_outputs
 
+    from ..data._text import teacher_view
+
     probe = data.train.inputs[:2]
     with torch.inference_mode():
-        t = as_outputs(teacher(probe)).logits.shape[-1]
+        t = as_outputs(teacher(teacher_view(data.train)[:2])).logits.shape[-1]
         s = as_outputs(student.eval()(probe)).logits.shape[-1]
     student.train()
+    check_teacher_classes(t, data)
     if (t > s) if fewer_ok else (t != s):
         raise TransfuseError(f"the teacher predicts {t} classes but the student {s}; give both the same number of classes")
     if s != data.num_classes:
@@ -209,23 +252,37 @@ def _check_class_counts(teacher: nn.Module, student: nn.Module, data: Any, *, fe
 
 
 def teacher_source(cfg: DistillConfig, pieces: Pieces):
-    """A cached teacher (logits computed once, reused across runs) or the live frozen model."""
-    from ..cache import CachedTeacher, build_or_load_logits_cache
-    from ..teachers import FrozenTeacher, SelfTeacher
+    """A cached teacher (logits computed once, reused across runs), the live frozen model, or an ensemble of them."""
+    from ..teachers import SelfTeacher
 
     if cfg.teacher is not None and cfg.teacher.source == "self":
         return SelfTeacher(every_epochs=cfg.teacher.every_epochs, ema_decay=cfg.teacher.ema_decay)
     if pieces.teacher_model is None:
         return None
-    if not cfg.teacher.cache:
-        return FrozenTeacher(pieces.teacher_model)
+    if cfg.teacher.ensemble is not None:  # one source per member (cached or live), fused by the rule
+        from ..teachers import EnsembleTeacher
+
+        model = pieces.teacher_model
+        members = [_member_source(spec, m, pieces) for spec, m in zip(cfg.teacher.ensemble, model.members)]
+        return EnsembleTeacher(members, model.rule, model.weights.tolist())
+    return _member_source(cfg.teacher, pieces.teacher_model, pieces)
+
+
+def _member_source(spec: TeacherSpec, model: nn.Module, pieces: Pieces):
+    """One teacher model as a source: its logits cached over the training split, or live."""
+    from ..cache import CachedTeacher, build_or_load_logits_cache
+    from ..data._text import teacher_view
+    from ..teachers import FrozenTeacher
+
+    if not spec.cache:
+        return FrozenTeacher(model)
     train = pieces.data.train
     cache = build_or_load_logits_cache(
-        pieces.teacher_model,
-        train.inputs,
+        model,
+        teacher_view(train),
         train.index,
-        cache_dir=Path(cfg.teacher.cache_dir).expanduser(),
-        cache_path=cfg.teacher.cache_path,
+        cache_dir=Path(spec.cache_dir).expanduser(),
+        cache_path=spec.cache_path,
     )
     return CachedTeacher(cache)
 
@@ -263,6 +320,7 @@ def prepare_output(cfg: DistillConfig, resume: bool) -> Path:
         )
     if resume and not (out / "checkpoints" / "latest").exists():
         raise TransfuseError(f"nothing to resume in {str(out)!r}: it has no checkpoint; run without --resume")
+    check_unfinished_run(out, resume=resume, overwrite=cfg.overwrite)
     return out
 
 
@@ -279,6 +337,24 @@ def save_student(model: nn.Module, folder: Path, config: Dict[str, Any]) -> None
     os.replace(tmp_cfg, folder / "run_config.json")
 
 
+def save_pretrained_model(model: nn.Module, folder: Path) -> None:
+    """A Hugging Face student also as a ``save_pretrained`` folder with its tokenizer (written aside, then renamed)."""
+    import shutil
+
+    from ..models.hf_text import tokenizer_of
+
+    if not hasattr(model, "save_pretrained"):
+        return
+    tmp = folder.with_name(f".{folder.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    if tokenizer_of(model) is not None:
+        tokenizer_of(model).save_pretrained(tmp)
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(tmp, folder)
+
+
 def run(cfg: DistillConfig, *, resume: bool = False) -> Dict[str, Any]:
     """Run a validated config; returns the final metrics."""
     from ..distill.loop import make_loader, train
@@ -291,8 +367,9 @@ def run(cfg: DistillConfig, *, resume: bool = False) -> Dict[str, Any]:
     teacher_test_logits = None
     if pieces.teacher_model is not None and data.test is not None:
         from ..cache.logits import compute_logits
+        from ..data._text import teacher_view
 
-        teacher_test_logits = compute_logits(pieces.teacher_model, data.test.inputs, batch_size=cfg.data.eval_batch_size)
+        teacher_test_logits = compute_logits(pieces.teacher_model, teacher_view(data.test), batch_size=cfg.data.eval_batch_size)
 
     def per_epoch(model: nn.Module) -> Dict[str, Any]:
         if data.test is None or not cfg.eval.each_epoch:
@@ -337,6 +414,7 @@ def run(cfg: DistillConfig, *, resume: bool = False) -> Dict[str, Any]:
         m.pop("logits", None)
         metrics.update(m)
     save_student(result.student, out, cfg.model_dump())
+    save_pretrained_model(result.student, out / "model")
     write_report(
         out / "report",
         rows=[{"run": "student", **{k: v for k, v in metrics.items() if not isinstance(v, (list, dict))}}],
@@ -361,7 +439,7 @@ def main(recipe: str | Path, overrides: List[str], *, resume: bool = False) -> D
     if task == "lm":
         if resume:
             raise TransfuseError("--resume is not supported for task: lm recipes yet; rerun without it")
-        from ..lm.recipe import run_recipe
+        from .distill_lm import run_recipe
 
         return run_recipe(path, overrides)
     if task != "classify":

@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional
 from pydantic import Field
 
 from ..config import Strict, load_config
-from ..lm.recipe import LMConfig, Prepared, perplexity, teacher_nll
+from .distill_lm import LMConfig, Prepared, perplexity, teacher_nll
 
 CONFIG = Path(__file__).parent / "configs" / "lm_demo.yaml"
 

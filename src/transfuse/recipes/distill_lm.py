@@ -1,4 +1,4 @@
-"""Distil a causal language model from a YAML recipe (``recipes/configs/lm_*.yaml``).
+"""`distill` with `task: lm`: distil a causal language model from a YAML recipe (``recipes/configs/lm_*.yaml``).
 
 config -> teacher + tokenizer -> student (a folder, or some of the teacher's layers) -> vocabulary
 check -> text data -> teacher signal (top-k cache built once, or live; sequence-level KD targets)
@@ -27,6 +27,14 @@ class LMTeacherSpec(Strict):
     cache_dir: str = "~/.cache/transfuse/topk"
     top_k: int = Field(64, gt=0)
     temperature: float = Field(1.0, gt=0)
+    # several teachers as one: member folders (`path` each) fused per position by `rule` with `weights`;
+    # the first member's tokenizer (every member's must match) builds the data and the student
+    ensemble: Optional[List["LMTeacherSpec"]] = None
+    rule: Union[str, Dict[str, Any]] = "mean"
+    weights: Optional[List[float]] = None
+
+
+LMTeacherSpec.model_rebuild()
 
 
 class LMStudentSpec(Strict):
@@ -121,7 +129,7 @@ def perplexity(model: nn.Module, data, *, batch_size: int = 16) -> float:
 def teacher_nll(student: nn.Module, teacher: nn.Module, data, *, prompt_tokens: int, new_tokens: int, samples: int,
                 seed: int, eos_token_id: Optional[int], pad_token_id: int, batch_size: int = 16) -> float:
     """Mean NLL per token that the teacher gives to the student's sampled continuations of held-out prompts."""
-    from .generate import join_rows, sample_continuations
+    from ..lm.generate import join_rows, sample_continuations
 
     g = torch.Generator().manual_seed(seed)
     prompts = [data.inputs[i, :prompt_tokens].tolist() for i in range(min(samples, len(data)))]
@@ -139,22 +147,65 @@ def teacher_nll(student: nn.Module, teacher: nn.Module, data, *, prompt_tokens: 
     return total / max(count, 1)
 
 
+def _load_ensemble(spec: LMTeacherSpec) -> List[tuple]:
+    """(model, tokenizer) of every ``teacher.ensemble`` member, frozen; one tokenizer and output size for all."""
+    from ..cache.topk import tokenizer_fingerprint
+    from ..lm.models import load_causal_lm, vocab_size_of
+
+    from ..fusion.apply import check_weights, resolve_rule
+
+    if not spec.ensemble:
+        raise TransfuseError("teacher.ensemble is empty; list the member folders as [{path: ...}, ...]")
+    check_weights(spec.weights, len(spec.ensemble), resolve_rule(spec.rule))  # before loading any model
+    members = []
+    for i, member in enumerate(spec.ensemble):
+        if member.ensemble is not None:
+            raise TransfuseError(f"teacher.ensemble[{i}] is itself an ensemble; list its members in one flat list")
+        model, tok = load_causal_lm(member.path)
+        members.append((model.eval().requires_grad_(False), tok))
+    first_model, first_tok = members[0]
+    for i, (model, tok) in enumerate(members[1:], start=1):
+        if tokenizer_fingerprint(tok) != tokenizer_fingerprint(first_tok) or vocab_size_of(model) != vocab_size_of(first_model):
+            raise TransfuseError(
+                f"teacher.ensemble[{i}] ({spec.ensemble[i].path}) has another tokenizer or output size than "
+                f"teacher.ensemble[0] ({spec.ensemble[0].path}); fusing per token needs one vocabulary"
+            )
+    return members
+
+
+def _ensemble_fingerprint(member_fps: List[str], spec: LMTeacherSpec) -> str:
+    """The fused teacher's identity for its cache: members, rule and weights."""
+    import hashlib
+
+    text = json.dumps({"members": member_fps, "rule": spec.rule, "weights": spec.weights}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 class Prepared:
     """What several runs of one recipe share: teacher, tokenizer, data, the teacher's signal."""
 
     def __init__(self, cfg: LMConfig, *, log=print) -> None:
         from ..cache.topk import TopKTeacher, build_topk_cache, fingerprint_parts, tokenizer_fingerprint
         from ..signals import as_batch
-        from .data import load_records, split_records, tokenize_records
-        from .models import LMTeacher, load_causal_lm, vocab_size_of
+        from ..lm.data import load_records, split_records, tokenize_records
+        from ..lm.models import LMTeacher, load_causal_lm, vocab_size_of
 
         self.cfg = cfg
         t0 = time.perf_counter()
-        self.teacher, self.tokenizer = load_causal_lm(cfg.teacher.path)
+        self.members = _load_ensemble(cfg.teacher) if cfg.teacher.ensemble is not None else None
+        self.teacher, self.tokenizer = self.members[0] if self.members else load_causal_lm(cfg.teacher.path)
         for p in self.teacher.parameters():
             p.requires_grad_(False)
         self.teacher.eval()
         self.teacher_fp = _fingerprint(self.teacher)
+        self.scorer = self.teacher  # the model whose logits are the teacher signal (the fused ensemble, with one)
+        if self.members:
+            from ..teachers import EnsembleModel
+
+            if cfg.seqkd.enabled or cfg.objective.chunked and not cfg.teacher.cache:
+                raise TransfuseError("an ensemble teacher gives fused logits only: turn off seqkd, or use chunked with teacher.cache=true")
+            self.scorer = EnsembleModel([m for m, _ in self.members], cfg.teacher.rule, cfg.teacher.weights)
+            self.teacher_fp = _ensemble_fingerprint([_fingerprint(m) for m, _ in self.members], cfg.teacher)
         log(f"teacher {cfg.teacher.path}: {sum(p.numel() for p in self.teacher.parameters()) / 1e6:.1f}M parameters "
             f"({time.perf_counter() - t0:.1f} s)")
         records = load_records(cfg.data.source)
@@ -168,7 +219,7 @@ class Prepared:
         self.pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         self.eos = self.tokenizer.eos_token_id
         if cfg.seqkd.enabled:
-            from .generate import sequence_kd_dataset
+            from ..lm.generate import sequence_kd_dataset
 
             t0 = time.perf_counter()
             self.train_data = sequence_kd_dataset(
@@ -191,7 +242,7 @@ class Prepared:
             t0 = time.perf_counter()
             n = len(self.train_data)
             batches = (as_batch(self.train_data.__getitems__(list(range(s, min(s + 8, n))))) for s in range(0, n, 8))
-            hf_teacher = self.teacher
+            hf_teacher = self.scorer
 
             def logits_of(batch):
                 return hf_teacher(input_ids=batch.inputs, attention_mask=batch.extra["attention_mask"]).logits
@@ -202,12 +253,17 @@ class Prepared:
             self.cache_seconds = time.perf_counter() - t0
             log(f"top-{cfg.teacher.top_k} teacher cache in {folder} ({self.cache_seconds:.1f} s)")
             self.teacher_source = TopKTeacher(self.cache)
+        elif self.members:
+            from ..teachers import EnsembleTeacher
+
+            self.teacher_source = EnsembleTeacher([LMTeacher(m) for m, _ in self.members], self.scorer.rule,
+                                                  self.scorer.weights.tolist())
         else:
             self.teacher_source = LMTeacher(self.teacher, hidden=cfg.objective.chunked)
 
     def student(self) -> tuple:
         """A fresh student and its tokenizer (same seed -> same start)."""
-        from .models import check_vocab, load_causal_lm, student_from_teacher
+        from ..lm.models import check_vocab, load_causal_lm, student_from_teacher
 
         cfg = self.cfg
         if cfg.student.path is not None:
@@ -226,9 +282,9 @@ class Prepared:
         """Train one student with one objective; returns its metrics."""
         from ..distill.loop import make_loader, train
         from ..objectives import build_objective
-        from .chunked import ChunkedLMObjective
-        from .generate import OnPolicyMixing
-        from .models import CausalLM
+        from ..lm.chunked import ChunkedLMObjective
+        from ..lm.generate import OnPolicyMixing
+        from ..lm.models import CausalLM
 
         cfg = self.cfg
         torch.manual_seed(seed)
@@ -260,7 +316,7 @@ class Prepared:
             "objective": objective_name, "seed": seed, "steps": result.steps, "train_seconds": round(seconds, 1),
             "final_train_loss": result.history[-1]["train_loss"] if result.history else None,
             "held_out_ppl": perplexity(hf_student, self.eval_data),
-            "teacher_nll": teacher_nll(hf_student, self.teacher, self.eval_data, prompt_tokens=cfg.eval.prompt_tokens,
+            "teacher_nll": teacher_nll(hf_student, self.scorer, self.eval_data, prompt_tokens=cfg.eval.prompt_tokens,
                                        new_tokens=cfg.eval.new_tokens, samples=cfg.eval.samples, seed=1000 + seed,
                                        eos_token_id=self.eos, pad_token_id=self.pad),
         }

@@ -1,0 +1,112 @@
+"""Per-step speed of transfuse's loop for small students vs a bare PyTorch KD loop, in one run.
+
+The bare loop is what torchdistill's KDLoss runs in (benchmarks/_torchdistill_kd.py): teacher
+logits looked up by sample id, slicing a permutation into batches (no DataLoader), KD (T=4,
+alpha 0.9 on the soft term, batchmean), AdamW, zero_grad / backward / step, and no per-step
+read of the loss. transfuse runs `train` with the same logits (a lookup teacher), data order,
+objective and optimizer. Students: MLP 784-32-10 (0.03M parameters, the tiny one), 784-256-10
+(0.2M) and 784-1024-1024-10 (1.9M). Runs alternate (bare, transfuse, bare, ...) and medians are
+reported, so load from other processes hits both alike.
+
+usage: python benchmarks/distill_speed.py [--repeats 5] [--samples 12800] [--threads 1] [--profile]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from transfuse.data import build_data
+from transfuse.distill.loop import make_loader, train
+from transfuse.models import build_model
+from transfuse.objectives import build_objective
+from transfuse.signals import Outputs
+
+STUDENTS = {"mlp 784-32-10": [32], "mlp 784-256-10": [256], "mlp 784-1024-1024-10": [1024, 1024]}
+
+
+class Lookup:
+    """Teacher logits by sample id (what a logits cache gives)."""
+
+    def __init__(self, table):
+        self.table = table  # (N, C)
+
+    def __call__(self, batch):
+        return Outputs(logits=self.table[batch.index])
+
+
+def bare_epoch(student, x, y, t, *, batch_size, seed, T=4.0, alpha=0.9):
+    opt = torch.optim.AdamW(student.parameters(), lr=1e-3)
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed * 100_003))
+    student.train()
+    start = time.perf_counter()
+    for i in range(0, len(x) - batch_size + 1, batch_size):
+        idx = order[i : i + batch_size]
+        s = student(x[idx])
+        soft = F.kl_div(F.log_softmax(s / T, -1), F.softmax(t[idx] / T, -1), reduction="batchmean") * T * T
+        loss = alpha * soft + (1 - alpha) * F.cross_entropy(s, y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--samples", type=int, default=12800)
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--only", default="", help="comma-separated hidden sizes' student names (default: all)")
+    ap.add_argument("--profile", action="store_true", help="cProfile one transfuse epoch of the tiny student")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    data = build_data("fashion_mnist", {"labelled": args.samples, "train_size": args.samples})
+    x, y = data.train.inputs, data.train.labels
+    teacher_logits = torch.randn(len(x), 10, generator=torch.Generator().manual_seed(0)) * 3  # (N, 10)
+    lookup = Lookup(teacher_logits)
+
+    def student(hidden, seed):
+        torch.manual_seed(seed)
+        return build_model("mlp", {"hidden": hidden}, in_shape=data.in_shape, num_classes=10)
+
+    def ours(hidden, seed):
+        return train(student=student(hidden, seed), teacher=lookup, objective=build_objective("kd", {"temperature": 4.0, "alpha": 0.9}),
+                     train_loader=make_loader(data.train, batch_size=args.batch_size, seed=seed), epochs=1, lr=1e-3,
+                     progress=False, seed=seed).train_seconds
+
+    if args.profile:
+        import cProfile
+        import pstats
+
+        ours([32], 0)
+        prof = cProfile.Profile()
+        prof.enable()
+        ours([32], 0)
+        prof.disable()
+        st = pstats.Stats(prof); st.sort_stats("tottime").print_stats(30)
+        return
+    steps = len(x) // args.batch_size
+    names = [n for n in STUDENTS if not args.only or n in args.only.split(",")]
+    print(f"torch {torch.__version__}, {args.threads} thread(s), {steps} steps/epoch of batch {args.batch_size}, "
+          f"{args.repeats} repeats (median)")
+    print("| student | params | bare loop ms/step | transfuse ms/step | transfuse / bare throughput |")
+    print("|---|---|---|---|---|")
+    for name in names:
+        hidden = STUDENTS[name]
+        n_params = sum(p.numel() for p in student(hidden, 0).parameters())
+        bare_epoch(student(hidden, 0), x, y, teacher_logits, batch_size=args.batch_size, seed=0)  # warm-up
+        ours(hidden, 0)
+        bare, mine = [], []
+        for rep in range(args.repeats):
+            bare.append(bare_epoch(student(hidden, rep), x, y, teacher_logits, batch_size=args.batch_size, seed=rep))
+            mine.append(ours(hidden, rep))
+        b, m = statistics.median(bare), statistics.median(mine)
+        print(f"| {name} | {n_params / 1e6:.2f}M | {b / steps * 1e3:.3f} | {m / steps * 1e3:.3f} | {b / m:.3f}x |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
