@@ -140,6 +140,22 @@ CASES: Dict[str, tuple] = {
 }
 
 
+# measured differences that are mergekit's and not a transfuse bug: mergekit computes in the config's
+# 16-bit dtype (every intermediate rounded); transfuse reads the inputs in that dtype but computes in
+# float32 and rounds once. case -> (bound on max abs err, bound on the fraction of entries that differ, why)
+_SIXTEEN = "mergekit computes in the 16-bit dtype, transfuse in float32 with one final rounding"
+DEVIATIONS = {
+    "example_linear": (2.0 ** -10, 0.40, _SIXTEEN + " (1 ulp)"),
+    "example_ties": (2.0 ** -10, 0.01, _SIXTEEN + " (1 ulp)"),
+    "example_bio_merge": (0.01, 0.01, _SIXTEEN + ": a few entries at the TIES top-k boundary differ"),
+    "dtype_bfloat16": (0.08, 0.03, _SIXTEEN + ": entries at the TIES top-k boundary differ (bf16 deltas tie in "
+                       "magnitude); both are equally far from the float32 merge (mean abs 3.2e-4 vs 3.15e-4)"),
+    "example_arcee_fusion": (0.08, 0.05, _SIXTEEN + " (the KL importance and its quantile threshold in bf16); "
+                             "mergekit also writes float32 there (its float32 mask promotes the bf16 result), "
+                             "transfuse writes the bfloat16 the config asks for"),
+}
+
+
 def delta_stats(merged: Dict[str, torch.Tensor], base: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     """Per tensor: [fraction of entries that moved from the base, mean of the delta, std of the delta]."""
     out = {}
@@ -176,13 +192,15 @@ def compare(case: str, out_dir: Path) -> Dict[str, float]:
     res: Dict[str, float] = {"dtype_match": float(out_dtype == meta["dtype"])}
     if meta["kind"] == "exact":
         err = 0.0
-        bad = 0
+        bad = differ = 0
         for k, r in ref.items():
             d = (got[k].float() - r).abs()
             err = max(err, d.max().item())
             tol = torch.clamp(r.abs() * _ULP.get(meta["dtype"], 0.0), min=1e-5)
             bad += int((d > tol * 1.0001).sum())
-        res.update(max_abs_err=err, ulp_violations=float(bad))
+            differ += int((d > 1e-5).sum())
+        res.update(max_abs_err=err, ulp_violations=float(bad),
+                   differ_fraction=differ / sum(r.numel() for r in ref.values()))
         return res
     base = model_tensors("mistral_base" if "mistral" in meta["config"] else "base")
     stats = delta_stats(got, base)
@@ -207,7 +225,7 @@ def run_transfuse(case: str, root: Path) -> Path:
     os.chdir(root)
     try:
         try:
-            cli(["merge", f"{case}.yaml", f"tf_{case}", "--no-copy-tokenizer"])
+            cli(["merge", f"{case}.yaml", f"tf_{case}"])
         except SystemExit as e:
             if e.code not in (0, None):
                 raise RuntimeError(f"transfuse merge {case} exited {e.code}")
@@ -227,6 +245,8 @@ def table() -> str:
             try:
                 r = compare(case, run_transfuse(case, root))
                 cell = ", ".join(f"{k} {v:.3g}" for k, v in r.items())
+                if case in DEVIATIONS:
+                    cell += f" ({DEVIATIONS[case][2]})"
             except Exception as e:  # noqa: BLE001 - the table reports failures
                 cell = f"FAILS: {str(e).splitlines()[0][:120]}"
             rows.append(f"| {case} | {method} | {kind} | {cell} |")
