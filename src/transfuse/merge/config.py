@@ -74,6 +74,13 @@ class MergeConfig(Strict):
             for key, why in REFUSED_KEYS.items():
                 if data.get(key) is not None:
                     raise TransfuseError(f"{key}: {why}")
+            if data.get("tokenizer_source") == "union":
+                raise TransfuseError("tokenizer_source: union (a union vocabulary with rebuilt embedding rows) is not "
+                                     "supported; use tokenizer_source: base or one of the models with the base's vocabulary")
+            ct = data.get("chat_template")
+            if isinstance(ct, str) and "{{" not in ct and "{%" not in ct:
+                raise TransfuseError(f"chat_template {ct!r}: mergekit's named templates (chatml, llama3, auto...) are not "
+                                     "built in here; write the Jinja template text itself")
             if not data.get("models"):
                 raise TransfuseError("the merge config needs models: a list of {model: PATH, parameters: {...}}")
         return data

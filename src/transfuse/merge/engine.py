@@ -573,10 +573,21 @@ def _copy_side_files(plan: Plan, tmp: Path) -> None:
         src_dir = plan.reference.config_dir
     if src_dir is None:
         return
+    tok_dir = Path(cfg.tokenizer_source) if cfg.tokenizer_source not in (None, "base") else None
+    if cfg.tokenizer_source == "base" and cfg.base_model:
+        tok_dir = Path(cfg.base_model)
     for name in SIDE_FILES:
-        f = src_dir / name
+        is_tok = name not in ("config.json", "generation_config.json", "preprocessor_config.json")
+        if is_tok and not cfg.copy_tokenizer:
+            continue  # mergekit-yaml --no-copy-tokenizer
+        f = ((tok_dir or src_dir) if is_tok else src_dir) / name
         if f.exists():
             shutil.copyfile(f, tmp / name)
+    if cfg.chat_template:  # mergekit writes the template into tokenizer_config.json
+        tc = tmp / "tokenizer_config.json"
+        data = json.loads(tc.read_text()) if tc.exists() else {}
+        data["chat_template"] = cfg.chat_template
+        tc.write_text(json.dumps(data, indent=2))
     conf = tmp / "config.json"
     if conf.exists() and cfg.out_dtype:
         try:

@@ -130,6 +130,14 @@ FLAGS = {
     "--write-model-card": "accepted: a model card is always written",
     "--clone-tensors": "accepted: inputs are never modified",
     "--trust-remote-code": "accepted: no remote code is run (configs and tensors are read as data)",
+    "--no-allow-crimes": "accepted", "--no-trust-remote-code": "accepted", "--no-quiet": "accepted",
+    "--no-lazy-unpickle": "accepted", "--no-cuda": "accepted: the merge runs on CPU",
+    "--async-write": "accepted: shards are written by a writer thread anyway", "--no-async-write": "accepted",
+    "--no-read-to-gpu": "accepted", "--no-multi-gpu": "accepted",
+    "--read-to-gpu": "refused: the merge runs on CPU; drop --read-to-gpu",
+    "--multi-gpu": "refused: the merge runs on CPU; drop --multi-gpu",
+    "--gpu-rich": "refused: the merge runs on CPU; drop --gpu-rich",
+    "--unsafe-truncate-embeddings": "refused: set vocab_policy: truncate in the config instead",
     "--quiet": "accepted", "-q": "accepted", "--verbose": "accepted", "-v": "accepted",
     "--cuda": "refused: the merge runs on CPU (it streams at disk speed); drop --cuda",
     "--device": "refused: the merge runs on CPU; drop --device",
@@ -137,7 +145,8 @@ FLAGS = {
     "--no-write-model-card": "refused: a model card with provenance is always written",
 }
 VALUE_FLAGS = {"--out-shard-size": "shard_size", "--random-seed": "seed", "--lora-merge-cache": None,
-               "--transformers-cache": None, "--num-threads": "threads"}
+               "--transformers-cache": None, "--num-threads": "threads", "-j": "threads",
+               "--write-threads": None, "--lora-merge-dtype": None}
 
 
 def read_flags(words: List[str]) -> Tuple[List[str], Dict[str, Any], bool]:

@@ -291,12 +291,29 @@ def make_plan(cfg: MergeConfig, *, allow_pickle: bool) -> Plan:
         v = e.config().get("vocab_size") if not isinstance(e, LoraSource) else None
         if ref_vocab and v and v != ref_vocab and cfg.vocab_policy == "error" and not any("vocabulary" in p for p in problems):
             problems.append(f"vocabulary size mismatch: {m.model!r} config says {v}, the reference {ref_vocab}; set vocab_policy: pad or truncate")
+    _check_tokenizer_source(cfg, ref_vocab, problems)
     # de-duplicate: one line per kind of problem per model
     problems = _summarise(problems)
     notes = _summarise(notes)
     return Plan(cfg, base, experts, reference, group_weights[0], group_per_model[0], instances,
                 instance_params, tensors, compute_dtype, problems, notes, statistics,
                 models, method_name, group_weights, group_per_model)
+
+
+def _check_tokenizer_source(cfg: MergeConfig, ref_vocab: Optional[int], problems: List[str]) -> None:
+    """mergekit's tokenizer_source: base (the default here) or a listed model with the base's vocabulary."""
+    src = cfg.tokenizer_source
+    if src is None or src == "base":
+        return
+    names = [m.model for m in cfg.models] + ([cfg.base_model] if cfg.base_model else [])
+    if src not in names:
+        problems.append(f"tokenizer_source {src!r} is neither base, union nor one of the models; name one of {names}")
+        return
+    path = Path(src)
+    v = read_json(path / "config.json").get("vocab_size") if (path / "config.json").exists() else None
+    if ref_vocab and v and v != ref_vocab:
+        problems.append(f"tokenizer_source {src!r} has {v} tokens and the merged embeddings {ref_vocab}: rebuilding the "
+                        "embedding rows for another vocabulary is not supported; use tokenizer_source: base or mergekit")
 
 
 def _tied_partner(name: str, infos: Dict[str, Any]) -> Optional[str]:
