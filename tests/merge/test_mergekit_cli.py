@@ -58,3 +58,27 @@ def test_refused_keys_name_themselves(folder, line, needle, capsys):
         f.write(line + "\n")
     assert _run(["merge", "c.yaml", "out"]) == 2
     assert needle in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("params,needle", [
+    ("{weight: [1, abc]}", "only numbers"), ("{weight: true}", "weight must be a number"),
+    ("{densty: 0.2}", "Did you mean: density"), ("{density: [{filter: mlp}]}", "{filter: NAME_PART, value: ...}"),
+    ("{density: []}", "expected a number"), ("{density: [0.1, 0.5, abc]}", "only numbers"),
+    ("{density: 1.5}", "density must be in (0, 1]")])
+def test_check_refuses_before_any_work(folder, params, needle, capsys):
+    """--check names every config mistake that would otherwise fail mid-merge, and writes nothing."""
+    import torch as _t
+    write_model(folder / "base", {"w": _t.zeros(4, 4)})
+    (folder / "k.yaml").write_text(f"models:\n  - model: a\n    parameters: {params}\n  - model: b\nbase_model: base\nmerge_method: ties\n")
+    assert _run(["merge", "k.yaml", "out", "--check"]) == 2
+    assert needle in capsys.readouterr().err
+    assert not (folder / "out").exists()
+
+
+def test_check_accepts_gradient_and_filter_lists(folder, capsys):
+    import torch as _t
+    write_model(folder / "base", {"w": _t.zeros(4, 4)})
+    (folder / "k.yaml").write_text("models:\n  - model: a\n    parameters: {density: [0.2, 0.5], weight: [{filter: w, value: 0.3}, {value: 1}]}\n"
+                                   "  - model: b\nbase_model: base\nmerge_method: ties\n")
+    assert _run(["merge", "k.yaml", "out", "--check"]) == 0
+    assert "ok" in capsys.readouterr().out

@@ -35,6 +35,8 @@ def check_setting(where: str, value: Any) -> None:
         if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
             return
         if all(isinstance(v, (bool, int, float, str)) for v in value):
+            if len({isinstance(v, (int, float)) and not isinstance(v, bool) for v in value}) > 1:
+                raise TransfuseError(f"{where}: a gradient list must hold only numbers; got {value!r}")
             return
         for v in value:
             if not isinstance(v, dict) or "value" not in v or set(v) - {"value", "filter"}:

@@ -189,6 +189,8 @@ def make_plan(cfg: MergeConfig, *, allow_pickle: bool) -> Plan:
             wv = p.pop("weight", None)
             wv = mk.evaluate(global_weight, name, t) if wv is None else wv
             try:
+                if isinstance(wv, (bool, str)):
+                    raise TypeError
                 weights.append(float(1.0 if wv is None else wv))
             except (TypeError, ValueError):
                 raise TransfuseError(f"model {m.model!r}: weight must be a number, got {wv!r}") from None
@@ -200,6 +202,13 @@ def make_plan(cfg: MergeConfig, *, allow_pickle: bool) -> Plan:
         if key not in seen:
             seen[key] = len(instances)
             instances.append(build_method(method_name, params))
+            for m, pm in zip(models, per_model):  # a model's own values pass the method's range checks too
+                own = {k: v for k, v in pm.items() if k in inspect.signature(type(instances[-1]).__init__).parameters}
+                if own:
+                    try:
+                        build_method(method_name, {**params, **own})
+                    except TransfuseError as exc:
+                        raise TransfuseError(f"model {m.model!r}: {exc}") from None
             instance_params.append(params)
             group_weights.append(weights)
             group_per_model.append(per_model)
