@@ -54,7 +54,7 @@ def distill(
     distill_main(recipe, overrides or [], resume=resume)
 
 
-@app.command()
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def merge(
     config: Path = typer.Argument(..., help="YAML merge config."),
     overrides: Optional[List[str]] = typer.Argument(None, help="OUT_DIR first (as mergekit-yaml CONFIG OUT_DIR), then key.sub=value overrides."),

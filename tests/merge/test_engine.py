@@ -24,7 +24,8 @@ CASES = [
 
 def _cfg(family, method, params, out, order=None):
     idx = (0, 1) if method == "slerp" else (0, 1, 2)
-    return {"method": method, "base_model": str(family["paths"]["base"]), "parameters": params, "output": str(out),
+    base = {} if method == "slerp" else {"base_model": str(family["paths"]["base"])}  # slerp's base would be its first model
+    return {"method": method, **base, "parameters": params, "output": str(out),
             "models": [{"model": str(family["paths"][f"e{i}"])} for i in idx]}
 
 

@@ -65,14 +65,14 @@ def test_task_arithmetic(family):
 
 def test_ties_hand_example():
     x = torch.tensor([[3.0, -1.0, 0.5, 2.0], [-2.0, -0.2, 1.0, 1.0]])
-    # the reference code keeps |x| >= the (d - int(d * density))-th smallest |x|: here 3 of 4 entries
+    # per tensor, as mergekit and PEFT: the int(n * density) = 2 largest |x| (ties at the threshold kept)
     out = call("ties", x, density=0.5, topk="per_tensor")
-    # trimmed: [3, -1, 0, 2] and [-2, 0, 1, 1]; signs of the sum [+, -, +, +]
-    torch.testing.assert_close(out, torch.tensor([3.0, -1.0, 1.0, 1.5]))
+    # trimmed: [3, 0, 0, 2] and [-2, 0, 1, 1]; signs of the sum [+, +, +, +]
+    torch.testing.assert_close(out, torch.tensor([3.0, 0.0, 1.0, 1.5]))
     # mergekit's semantics: sign elected on weighted deltas, divided by the agreeing weights
     out = call("ties", x, w=[1.0, 4.0], density=0.5, topk="per_tensor", sign_from="weighted", normalize="weights")
-    # weighted trimmed: [3,-1,0,2] and [-8,0,4,4]; sum [-5,-1,4,6] -> signs [-,-,+,+]
-    torch.testing.assert_close(out, torch.tensor([-8.0 / 4.0, -1.0, 4.0 / 4.0, (2.0 + 4.0) / 5.0]))
+    # weighted trimmed: [3,0,0,2] and [-8,0,4,4]; sum [-5,0,4,6] -> signs [-,+,+,+]
+    torch.testing.assert_close(out, torch.tensor([-8.0 / 4.0, 0.0, 4.0 / 4.0, (2.0 + 4.0) / 5.0]))
 
 
 def _np_ties_global(taus_flat, density):

@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from typing import Any, Dict, List, Literal, Optional, Union
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, model_validator
 
 from ..config import Strict
 
@@ -39,12 +39,18 @@ class Override(Strict):
 
 class MergeConfig(Strict):
     method: str = Field(validation_alias=AliasChoices("method", "merge_method"))
-    models: List[ModelEntry] = Field(min_length=1)
+    # "mergekit" when the config says merge_method: (mergekit's YAML): its methods' semantics and
+    # defaults (transfuse.merge.mergekit); "transfuse" with method: (the papers' forms)
+    dialect: Literal["transfuse", "mergekit"] = "transfuse"
+    models: List[ModelEntry] = Field(default_factory=list)
     base_model: Optional[str] = None
     parameters: Dict[str, Any] = Field(default_factory=dict, validation_alias=AliasChoices("parameters", "params"))
     overrides: List[Override] = Field(default_factory=list)
-    dtype: str = "float32"
+    dtype: Optional[str] = None  # compute dtype (default float32); mergekit dialect: also the output dtype
     out_dtype: Optional[str] = None
+    tokenizer_source: Optional[str] = None  # mergekit: base, union or a model (only when its tokenizer equals the base's)
+    chat_template: Optional[str] = None  # mergekit: a Jinja template written into tokenizer_config.json
+    copy_tokenizer: bool = True  # mergekit-yaml --copy-tokenizer / --no-copy-tokenizer
     output: Optional[str] = None
     shard_size: Union[int, str] = "2GB"
     seed: int = 0
@@ -54,6 +60,30 @@ class MergeConfig(Strict):
     prefetch: int = Field(default=4, ge=1, le=64)
     hash_inputs: Literal["sha256", "none"] = "sha256"
     overwrite: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _dialect(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "dialect" not in data:
+            data = dict(data)
+            data["dialect"] = "mergekit" if "merge_method" in data else "transfuse"
+        if isinstance(data, dict):
+            from .mergekit import REFUSED_KEYS
+            from ..errors import TransfuseError
+
+            for key, why in REFUSED_KEYS.items():
+                if data.get(key) is not None:
+                    raise TransfuseError(f"{key}: {why}")
+            if data.get("tokenizer_source") == "union":
+                raise TransfuseError("tokenizer_source: union (a union vocabulary with rebuilt embedding rows) is not "
+                                     "supported; use tokenizer_source: base or one of the models with the base's vocabulary")
+            ct = data.get("chat_template")
+            if isinstance(ct, str) and "{{" not in ct and "{%" not in ct:
+                raise TransfuseError(f"chat_template {ct!r}: mergekit's named templates (chatml, llama3, auto...) are not "
+                                     "built in here; write the Jinja template text itself")
+            if not data.get("models"):
+                raise TransfuseError("the merge config needs models: a list of {model: PATH, parameters: {...}}")
+        return data
 
 
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30}

@@ -212,7 +212,8 @@ class _Writes:
 
 def _ctx(plan: Plan, inst: MergeMethod, tp: TensorPlan, rows: Optional[slice], base: Optional[Tensor]) -> TensorContext:
     r0 = rows.start if rows is not None else 0
-    params = {key: [float(p.get(key, getattr(inst, key))) for p in plan.per_model] for key in inst.per_model_params}
+    per_model = plan.group_per_model[tp.group] if tp.group >= 0 else plan.per_model
+    params = {key: [float(p.get(key, getattr(inst, key))) for p in per_model] for key in inst.per_model_params}
     stats = []
     for s in plan.statistics:
         if s is None:
@@ -274,7 +275,7 @@ def execute(plan: Plan, out: Path, *, progress: bool = False) -> Dict[str, Any]:
     hasher = None
     if cfg.hash_inputs == "sha256":
         def _hash_all() -> None:
-            srcs = ([("base_model", plan.base)] if plan.base is not None else []) + [(m.model, e) for m, e in zip(cfg.models, plan.experts)]
+            srcs = ([("base_model", plan.base)] if plan.base is not None else []) + [(m.model, e) for m, e in zip(plan.models, plan.experts)]
             for label, src in srcs:
                 hashes[label], file_hashes[label] = input_sha256(src.files())
         hasher = threading.Thread(target=_hash_all, name="transfuse-hash", daemon=True)
@@ -311,7 +312,7 @@ def execute(plan: Plan, out: Path, *, progress: bool = False) -> Dict[str, Any]:
             index = {"metadata": {"total_size": sum(s.nbytes for s in specs)}, "weight_map": weight_map}
             (tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
         if extra_writer is not None:
-            (tmp / "twin.json").write_text(json.dumps(plan.instances[0].artifact_info(K, [m.model for m in cfg.models]), indent=2))
+            (tmp / "twin.json").write_text(json.dumps(plan.instances[0].artifact_info(K, [m.model for m in plan.models]), indent=2))
         _copy_side_files(plan, tmp)
         if hasher is not None:
             hasher.join()
@@ -367,7 +368,7 @@ def _statistics_passes(plan: Plan, loader: _Loader, passes_done: List[int], prog
             total = sum(_numel(t.shape, r) for t, r in units) * K * 4
             bar = Progress(total, progress)
             for (t, r), (x, base, buf) in _pipelined(units, lambda u, inst=inst: loader(u[0], u[1], inst), cfg.threads, cfg.prefetch):
-                inst.observe(p, x, plan.weights, _ctx(plan, inst, t, r, base))
+                inst.observe(p, x, plan.group_w(gi), _ctx(plan, inst, t, r, base))
                 loader.pool.put(buf)
                 bar.step(x.numel() * 4, f"statistics pass {p + 1}/{inst.passes}")
             inst.finish_pass(p)
@@ -431,7 +432,7 @@ def _numel(shape: Tuple[int, ...], rows: Optional[slice]) -> int:
 
 def _merge_block(plan, inst, t, r, x, base, writer, extra_writer, writes, pool, buf) -> None:
     """Merge one block; the writer converts it to the output dtype and then frees ``buf``."""
-    w = plan.weights
+    w = plan.group_w(t.group)
     ctx = _ctx(plan, inst, t, r, base)
     if inst.tensor_passes:
         state: Dict[str, Any] = {}
@@ -451,7 +452,7 @@ def _merge_block(plan, inst, t, r, x, base, writer, extra_writer, writes, pool, 
 
 def _merge_tensor_blocks(plan, inst, t, loader, writer, writes) -> None:
     """A tensor larger than one block for a method with per-tensor statistics: passes over blocks."""
-    w = plan.weights
+    w = plan.group_w(t.group)
     blocks = row_blocks(t.shape)
     state: Dict[str, Any] = {}
     for p in range(inst.tensor_passes):
@@ -535,7 +536,7 @@ def _fast_tensor(plan: Plan, inst: MergeMethod, t: TensorPlan, writer, writes: "
     """One tensor through a fused kernel: its per-tensor statistics passes, then the merge,
     block by block straight from the memory maps into output blocks handed to the writer."""
     blocks = row_blocks(t.shape, FAST_ELEMS)
-    w = np.asarray(plan.weight_values, np.float32)
+    w = np.asarray(plan.group_weights[t.group], np.float32)
     state: Dict[str, Any] = {}
     srcs = _fast_sources(plan, inst)
     # several passes over a tensor that is not too big: keep its pages mapped until the last one
@@ -572,10 +573,21 @@ def _copy_side_files(plan: Plan, tmp: Path) -> None:
         src_dir = plan.reference.config_dir
     if src_dir is None:
         return
+    tok_dir = Path(cfg.tokenizer_source) if cfg.tokenizer_source not in (None, "base") else None
+    if cfg.tokenizer_source == "base" and cfg.base_model:
+        tok_dir = Path(cfg.base_model)
     for name in SIDE_FILES:
-        f = src_dir / name
+        is_tok = name not in ("config.json", "generation_config.json", "preprocessor_config.json")
+        if is_tok and not cfg.copy_tokenizer:
+            continue  # mergekit-yaml --no-copy-tokenizer
+        f = ((tok_dir or src_dir) if is_tok else src_dir) / name
         if f.exists():
             shutil.copyfile(f, tmp / name)
+    if cfg.chat_template:  # mergekit writes the template into tokenizer_config.json
+        tc = tmp / "tokenizer_config.json"
+        data = json.loads(tc.read_text()) if tc.exists() else {}
+        data["chat_template"] = cfg.chat_template
+        tc.write_text(json.dumps(data, indent=2))
     conf = tmp / "config.json"
     if conf.exists() and cfg.out_dtype:
         try:
@@ -601,9 +613,12 @@ def _model_card(plan: Plan, hashes: Dict[str, str], elapsed: float, fused: int =
         f"Made by `transfuse merge` on {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} in {elapsed:.1f}s.",
         "",
         f"- method: `{cfg.method}`, parameters: `{json.dumps(cfg.parameters)}`",
-        f"- compute dtype: `{cfg.dtype}`, output dtype: `{cfg.out_dtype or 'as the base'}`, seed: {cfg.seed}",
+        f"- config dialect: {cfg.dialect}" + (f" (merge_method `{cfg.method}` ran as transfuse `{plan.method_name}` with mergekit's semantics)"
+                                              if cfg.dialect == "mergekit" else " (the papers' forms)"),
+        f"- compute dtype: `{cfg.dtype or 'float32'}`, output dtype: `{plan.tensors[0].out_dtype.name if cfg.out_dtype or (cfg.dialect == 'mergekit' and cfg.dtype) else 'as the base'}`, seed: {cfg.seed}",
         f"- merged tensors through the fused kernels: {fused} of {sum(1 for t in plan.tensors if t.group >= 0)} (the rest: torch ops)",
     ]
+    lines += [f"- note: {n}" for n in plan.notes if n.startswith(("mergekit semantics", "base_model"))]
     for o in cfg.overrides:
         lines.append(f"- override `{o.pattern}`: `{json.dumps(o.parameters)}`")
     lines += ["", "sha256 of each input: of its lines `<file> <file sha256>` in file order (each file's own digest,",
@@ -611,6 +626,6 @@ def _model_card(plan: Plan, hashes: Dict[str, str], elapsed: float, fused: int =
               "| input | role | parameters | sha256 |", "| --- | --- | --- | --- |"]
     if cfg.base_model:
         lines.append(f"| `{cfg.base_model}` | base | | `{hashes.get('base_model', 'not computed')}` |")
-    for m in cfg.models:
+    for m in plan.models:
         lines.append(f"| `{m.model}` | model | `{json.dumps(m.parameters)}` | `{hashes.get(m.model, 'not computed')}` |")
     return "\n".join(line for line in lines if line is not None) + "\n"

@@ -18,7 +18,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from .._lazy import torch
 from ..errors import TransfuseError, closest
-from .config import MergeConfig
+from . import mergekit as mk
+from .config import MergeConfig, ModelEntry
 from .dtypes import BF16, F16, F32, F64, DType
 from .io import LoraSource, Source, open_source
 from .methods import MergeMethod, methods
@@ -60,11 +61,22 @@ class Plan:
     problems: List[str]
     notes: List[str]
     statistics: List[Optional[Source]]
+    models: List[Any]  # the model entries merged (a base also listed under models taken out, or first for slerp)
+    method_name: str  # the transfuse method that runs (a mergekit config's name translated)
+    group_weights: List[List[float]]  # per method instance: (K,) weights of its tensors
+    group_per_model: List[List[Dict[str, Any]]]  # per method instance: each model's own parameters
 
     @cached_property
     def weights(self) -> "torch.Tensor":
         """(K,) float32: the weights as the torch methods take them."""
         return torch.tensor(self.weight_values, dtype=torch.float32)
+
+    def group_w(self, group: int) -> "torch.Tensor":
+        """(K,) float32 weights of method instance ``group``'s tensors."""
+        cache = self.__dict__.setdefault("_group_w", {})
+        if group not in cache:
+            cache[group] = torch.tensor(self.group_weights[group], dtype=torch.float32)
+        return cache[group]
 
     def close(self) -> None:
         for s in [self.base, *self.experts, *self.statistics]:
@@ -88,36 +100,60 @@ def build_method(name: str, params: Dict[str, Any]) -> MergeMethod:
 
 
 def make_plan(cfg: MergeConfig, *, allow_pickle: bool) -> Plan:
-    cls = methods.get(cfg.method)
-    compute_dtype = parse_dtype(cfg.dtype, "dtype")
-    out_dtype = parse_dtype(cfg.out_dtype, "out_dtype")
+    mergekit = cfg.dialect == "mergekit"
+    global_settings = dict(cfg.parameters)
+    for key, value in global_settings.items():
+        mk.check_setting(f"parameters.{key}", value)
+    for m in cfg.models:
+        for key, value in m.parameters.items():
+            mk.check_setting(f"model {m.model!r}: parameters.{key}", value)
+    for o in cfg.overrides:
+        for key, value in o.parameters.items():
+            mk.check_setting(f"override {o.pattern!r}: parameters.{key}", value)
+    notes: List[str] = []
+    method_name = cfg.method
+    if mergekit:
+        method_name, global_settings, note = mk.translate(cfg.method, global_settings)
+        if note:
+            notes.append(note)
+    elif "lambda" in global_settings:
+        global_settings["scale"] = global_settings.pop("lambda")
+    cls = methods.get(method_name)
+    compute_dtype = parse_dtype(cfg.dtype or "float32", "dtype")
+    # mergekit writes its compute dtype unless out_dtype says otherwise
+    out_dtype = parse_dtype(cfg.out_dtype or (cfg.dtype if mergekit else None), "out_dtype")
     base = open_source(cfg.base_model, allow_pickle=allow_pickle) if cfg.base_model else None
     if isinstance(base, LoraSource):
         raise TransfuseError("base_model is a LoRA adapter; the base must be a full model")
+    models = list(cfg.models)
+    if cfg.base_model and getattr(cls, "base_role", "base") == "member":
+        # slerp, karcher, passthrough: the base is the first of the merged models (t = 0 gives it)
+        listed = [m for m in models if m.model == cfg.base_model]
+        models = (listed or [ModelEntry(model=cfg.base_model)]) + [m for m in models if m.model != cfg.base_model]
+    elif cfg.base_model and any(m.model == cfg.base_model for m in models):
+        models = [m for m in models if m.model != cfg.base_model]
+        notes.append(f"base_model {cfg.base_model!r} is also listed under models: it is the base, not an expert (as mergekit)")
+    if not models:
+        raise TransfuseError("models lists only the base_model: add the models to merge into it")
     if cls.needs_base and base is None:
         raise TransfuseError(f"merge method {cfg.method!r} needs base_model (the common starting point of the models)")
-    experts = [open_source(m.model, allow_pickle=allow_pickle) for m in cfg.models]
+    experts = [open_source(m.model, allow_pickle=allow_pickle) for m in models]
     if base is None and any(isinstance(e, LoraSource) for e in experts):
         raise TransfuseError("LoRA adapters need base_model: the model they were trained on")
     reference = base if base is not None else experts[0]
 
-    # per-model parameters
-    weights, per_model, statistics = [], [], []
-    for m in cfg.models:
-        p = dict(m.parameters)
-        try:
-            weights.append(float(p.pop("weight", 1.0)))
-        except (TypeError, ValueError):
-            raise TransfuseError(f"model {m.model!r}: weight must be a number") from None
-        stats_path = p.pop("statistics", None)
-        for key in p:
-            if key not in cls.per_model_params:
+    # per-model parameters: names checked, statistics opened
+    statistics = []
+    global_weight = global_settings.pop("weight", 1.0)
+    for m in models:
+        for key in m.parameters:
+            if key not in ("weight", "statistics", *cls.per_model_params):
                 allowed = ["weight", *cls.per_model_params] + (["statistics"] if cls.data_driven else [])
                 raise TransfuseError(
                     f"model {m.model!r}: parameter {key!r} is not per-model for {cfg.method!r}.{closest(key, allowed)} "
                     f"Per-model parameters: {', '.join(allowed)}."
                 )
-        per_model.append(p)
+        stats_path = m.parameters.get("statistics")
         if cls.data_driven:
             if stats_path is None:
                 raise TransfuseError(
@@ -130,21 +166,67 @@ def make_plan(cfg: MergeConfig, *, allow_pickle: bool) -> Plan:
         else:
             statistics.append(None)
 
-    # method instances: global parameters, then each override's parameters on top
-    instances = [build_method(cfg.method, dict(cfg.parameters))]
-    instance_params = [dict(cfg.parameters)]
-    for o in cfg.overrides:
-        params = {**cfg.parameters, **o.parameters}
-        instances.append(build_method(cfg.method, params))
-        instance_params.append(params)
+    # every parameter resolved per tensor (gradients over the layers, filter lists, overrides):
+    # one method instance per distinct set of values
+    ref_infos = reference.infos()
+    n_layers = mk.num_layers(reference.config(), ref_infos)
+    instances: List[MergeMethod] = []
+    instance_params: List[Dict[str, Any]] = []
+    group_weights: List[List[float]] = []
+    group_per_model: List[List[Dict[str, Any]]] = []
+    group_of: Dict[str, int] = {}
+    seen: Dict[str, int] = {}
+
+    def resolve(name: str) -> int:
+        t = mk.layer_fraction(name, n_layers)
+        params = {k: v for k, v in ((k, mk.evaluate(v, name, t)) for k, v in global_settings.items()) if v is not None}
+        for o in cfg.overrides:
+            if fnmatch.fnmatchcase(name, o.pattern):
+                params.update({k: v for k, v in ((k, mk.evaluate(v, name, t)) for k, v in o.parameters.items()) if v is not None})
+        weights, per_model = [], []
+        for m in models:
+            p = {k: mk.evaluate(v, name, t) for k, v in m.parameters.items() if k != "statistics"}
+            wv = p.pop("weight", None)
+            wv = mk.evaluate(global_weight, name, t) if wv is None else wv
+            try:
+                if isinstance(wv, (bool, str)):
+                    raise TypeError
+                weights.append(float(1.0 if wv is None else wv))
+            except (TypeError, ValueError):
+                raise TransfuseError(f"model {m.model!r}: weight must be a number, got {wv!r}") from None
+            for k, v in p.items():
+                if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+                    raise TransfuseError(f"model {m.model!r}: {k} must be a number (or a gradient list of numbers), got {v!r}")
+            per_model.append({k: v for k, v in p.items() if v is not None})
+        key = json.dumps([params, weights, per_model], sort_keys=True, default=str)
+        if key not in seen:
+            seen[key] = len(instances)
+            instances.append(build_method(method_name, params))
+            for m, pm in zip(models, per_model):  # a model's own values pass the method's range checks too
+                own = {k: v for k, v in pm.items() if k in inspect.signature(type(instances[-1]).__init__).parameters}
+                if own:
+                    try:
+                        build_method(method_name, {**params, **own})
+                    except TransfuseError as exc:
+                        raise TransfuseError(f"model {m.model!r}: {exc}") from None
+            instance_params.append(params)
+            group_weights.append(weights)
+            group_per_model.append(per_model)
+        return seen[key]
+
+    for name, (shape, dtype) in ref_infos.items():
+        if dtype.is_floating_point:
+            group_of[name] = resolve(name)
+    if not instances:
+        resolve("")
     if getattr(instances[0], "models_required", None) and len(experts) != instances[0].models_required:
-        raise TransfuseError(f"merge method {cfg.method!r} takes exactly {instances[0].models_required} models, got {len(experts)}")
+        extra = " besides base_model" if cls.needs_base else ""
+        raise TransfuseError(f"merge method {cfg.method!r} takes exactly {instances[0].models_required} models{extra}, got {len(experts)}")
 
     problems: List[str] = []
-    notes: List[str] = []
     ref_cfg = reference.config()
     ref_arch = ref_cfg.get("architectures"), ref_cfg.get("model_type")
-    for m, e in zip(cfg.models, experts):
+    for m, e in zip(models, experts):
         if isinstance(e, LoraSource):
             continue
         ecfg = e.config()
@@ -154,20 +236,15 @@ def make_plan(cfg: MergeConfig, *, allow_pickle: bool) -> Plan:
                 f"the reference is {ref_arch[0]} ({ref_arch[1]})"
             )
 
-    ref_infos = reference.infos()
     ref_ties = bool(ref_cfg.get("tie_word_embeddings", False))
     expert_infos = [e.infos() for e in experts]
     tensors: List[TensorPlan] = []
     for name, (shape, dtype) in ref_infos.items():
-        group = 0
-        for gi, o in enumerate(cfg.overrides, start=1):
-            if fnmatch.fnmatchcase(name, o.pattern):
-                group = gi
         if not dtype.is_floating_point:
             tensors.append(TensorPlan(name, shape, dtype, -1))
             continue
-        tp = TensorPlan(name, shape, out_dtype or dtype, group)
-        for m, e, infos in zip(cfg.models, experts, expert_infos):
+        tp = TensorPlan(name, shape, out_dtype or dtype, group_of[name])
+        for m, e, infos in zip(models, experts, expert_infos):
             tp.alias.append(None)
             tp.rows_in.append(shape[0] if shape else 0)
             if isinstance(e, LoraSource):
@@ -209,7 +286,7 @@ def make_plan(cfg: MergeConfig, *, allow_pickle: bool) -> Plan:
                 notes.append(f"dtype: {name} is {edtype} in {m.model!r} and {dtype} in the reference (both are read as {compute_dtype})")
         tensors.append(tp)
     # tensors an expert has that the reference lacks
-    for m, e, infos in zip(cfg.models, experts, expert_infos):
+    for m, e, infos in zip(models, experts, expert_infos):
         extra = [n for n in infos if n not in ref_infos]
         if extra:
             more = f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""
@@ -219,15 +296,33 @@ def make_plan(cfg: MergeConfig, *, allow_pickle: bool) -> Plan:
         problems.append("tied embeddings: the reference has no lm_head.weight but a model has one; untie the reference or use it as base")
     # vocabulary recorded in the configs
     ref_vocab = ref_cfg.get("vocab_size")
-    for m, e in zip(cfg.models, experts):
+    for m, e in zip(models, experts):
         v = e.config().get("vocab_size") if not isinstance(e, LoraSource) else None
         if ref_vocab and v and v != ref_vocab and cfg.vocab_policy == "error" and not any("vocabulary" in p for p in problems):
             problems.append(f"vocabulary size mismatch: {m.model!r} config says {v}, the reference {ref_vocab}; set vocab_policy: pad or truncate")
+    _check_tokenizer_source(cfg, ref_vocab, problems)
     # de-duplicate: one line per kind of problem per model
     problems = _summarise(problems)
     notes = _summarise(notes)
-    return Plan(cfg, base, experts, reference, weights, per_model, instances,
-                instance_params, tensors, compute_dtype, problems, notes, statistics)
+    return Plan(cfg, base, experts, reference, group_weights[0], group_per_model[0], instances,
+                instance_params, tensors, compute_dtype, problems, notes, statistics,
+                models, method_name, group_weights, group_per_model)
+
+
+def _check_tokenizer_source(cfg: MergeConfig, ref_vocab: Optional[int], problems: List[str]) -> None:
+    """mergekit's tokenizer_source: base (the default here) or a listed model with the base's vocabulary."""
+    src = cfg.tokenizer_source
+    if src is None or src == "base":
+        return
+    names = [m.model for m in cfg.models] + ([cfg.base_model] if cfg.base_model else [])
+    if src not in names:
+        problems.append(f"tokenizer_source {src!r} is neither base, union nor one of the models; name one of {names}")
+        return
+    path = Path(src)
+    v = read_json(path / "config.json").get("vocab_size") if (path / "config.json").exists() else None
+    if ref_vocab and v and v != ref_vocab:
+        problems.append(f"tokenizer_source {src!r} has {v} tokens and the merged embeddings {ref_vocab}: rebuilding the "
+                        "embedding rows for another vocabulary is not supported; use tokenizer_source: base or mergekit")
 
 
 def _tied_partner(name: str, infos: Dict[str, Any]) -> Optional[str]:

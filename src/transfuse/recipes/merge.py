@@ -36,7 +36,12 @@ def main(config_path: Path, overrides: List[str], *, check: bool, allow_pickle: 
     shipped = Path(__file__).parent / "configs" / f"{config_path.name}.yaml"
     if not config_path.exists() and config_path.suffix == "" and shipped.exists():
         config_path = shipped  # a shipped example by name: `transfuse merge merge_ties ...`
-    overrides = positional_output(overrides)
+    from ..merge.mergekit import read_flags
+
+    words, flag_overrides, copy_tokenizer = read_flags(list(overrides))  # mergekit-yaml's flags
+    overrides = positional_output(words) + [f"{k}={v if str(v).isdigit() else json.dumps(v)}" for k, v in flag_overrides.items()]
+    if not copy_tokenizer:
+        overrides.append("copy_tokenizer=false")
     result = merge(config_path, overrides, check=check, allow_pickle=allow_pickle, progress=sys.stderr.isatty())
     if check:
         for line in result:

@@ -12,6 +12,14 @@ per-model weights; ``ctx`` carries the tensor's name, the base tensor, the seede
 per-model parameters and whole-model statistics. ``x`` is the engine's scratch block: a method
 may modify it in place (and should, to save memory traffic).
 
+Most methods are a pure function of one tensor's stacked inputs and need nothing else: they
+take the one-function form (mergekit's ``easy_define`` shape)::
+
+    @define("nearswap", per_model=(), models=1)
+    def nearswap(x, w, ctx, *, t: float = 0.5) -> Tensor: ...
+
+whose keyword-only arguments are the schema; ``define`` makes the class the engine runs.
+
 Methods that need whole-model statistics (global top-k, PCB's quantiles) set ``passes`` and
 implement ``observe(pass_index, x, w, ctx)`` / ``finish_pass(pass_index)``: the engine streams
 every tensor through ``observe`` before the merging pass. Everything stays per-tensor, so
@@ -21,7 +29,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Dict, List, Optional
+import inspect
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
 from ..._lazy import torch
 from ...registry import Registry
@@ -86,6 +95,7 @@ class MergeMethod:
     tensor_passes: int = 0  # per-tensor statistics passes (over the tensor's row blocks)
     extra_file: Optional[str] = None  # file for extra_outputs beside the model (Twin's factors)
     models_required: int = 0  # 0: any number of models
+    base_role: str = "base"  # "member": a base listed under models is merged as one of them (slerp)
 
     def observe(self, pass_index: int, x: Tensor, w: Tensor, ctx: TensorContext) -> None:  # pragma: no cover
         pass
@@ -150,8 +160,54 @@ class MergeMethod:
         return True
 
 
+def define(name: str, *, operates_on: str = "deltas", needs_base: bool = True, per_model: tuple = (),
+           whole_tensor: bool = True, models: int = 0, base_role: str = "base",
+           validate: Optional[Callable[..., None]] = None) -> Callable:
+    """Register a pure per-tensor function ``fn(x (K, *s), w (K,), ctx, *, hyper...) -> (*s)`` as a method.
+
+    The function's keyword-only, typed, defaulted arguments are the method's parameters (checked
+    by the plan against the signature; ``validate(**hyper)`` raises ``ValueError`` on bad values when
+    the method is built, before any work). ``per_model`` names parameters a model entry
+    may set for itself: the function reads them as ``ctx.params[name]`` (K floats, resolved for
+    this tensor). ``whole_tensor``: the function needs the whole tensor at once (norms, angles,
+    top-k); otherwise it may get row blocks. ``models``: exact number of models (besides the
+    base), 0 = any. ``base_role``: "base" (the base is the common origin and never an expert) or
+    "member" (a base also listed under models is merged like the others: slerp's first model).
+    """
+
+    def decorator(fn: Callable) -> type:
+        sig = inspect.signature(fn)
+        hyper = [p for p in sig.parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY]
+
+        def __init__(self, **kwargs: Any) -> None:
+            bound = {p.name: kwargs.pop(p.name, p.default) for p in hyper}
+            if kwargs:
+                raise TypeError(f"unexpected parameter(s) {', '.join(kwargs)}")
+            self.hyper = bound
+            for k, v in bound.items():
+                setattr(self, k, v)
+            if validate is not None:
+                validate(**bound)
+
+        __init__.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+            [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+            + hyper)
+
+        def __call__(self, x: "Tensor", w: "Tensor", ctx: TensorContext) -> "Tensor":
+            return fn(x, w, ctx, **self.hyper)
+
+        cls = type(fn.__name__.title().replace("_", ""), (MergeMethod,), {
+            "__init__": __init__, "__call__": __call__, "__doc__": fn.__doc__, "__module__": fn.__module__,
+            "operates_on": operates_on, "needs_base": needs_base, "per_model_params": tuple(per_model),
+            "chunkable": not whole_tensor, "models_required": models, "base_role": base_role, "function": staticmethod(fn),
+        })
+        return methods.register(name)(cls)
+
+    return decorator
+
+
 def get_method(name: str) -> type:
     return methods.get(name)
 
 
-__all__ = ["methods", "MergeMethod", "TensorContext", "get_method"]
+__all__ = ["methods", "MergeMethod", "TensorContext", "define", "get_method"]

@@ -3,7 +3,8 @@
 The angle is taken between the two tensors normalised to unit length (flattened, whole tensor);
 the unnormalised tensors are interpolated: sin((1-t) W)/sin W * v0 + sin(t W)/sin W * v1. Nearly
 colinear tensors (|cos| > 0.9995, mergekit's threshold) fall back to linear interpolation.
-``t`` is the weight of the second model; set it per tensor with overrides.
+``t`` is the weight of the second model; set it per tensor with overrides or a gradient list. With
+``base_model``, the base is the first model (t = 0 gives it), as mergekit does.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ class Slerp(MergeMethod):
     operates_on = "weights"
     needs_base = False
     models_required = 2
+    base_role = "member"  # given base_model, it is the first model (t = 0), listed under models or not (mergekit)
     tensor_passes = 1
 
     def __init__(self, *, t: float = 0.5) -> None:

@@ -8,8 +8,9 @@ kept, ties at the threshold included (so int(d * density) + 1 entries when all d
 agreeing entries are averaged over their count; theta = theta_0 + scale * merged.
 
 Where the peers differ (METHODS.md, "Where the peers disagree"), as options:
-- ``topk="per_tensor"``: threshold per tensor (mergekit, PEFT; they keep exactly int(n * density)
-  entries, breaking ties arbitrarily, so on 16-bit weights with many equal magnitudes a few
+- ``topk="per_tensor"``: threshold per tensor, keeping exactly int(n * density) entries (at least
+  one) as mergekit and PEFT do: the threshold is the int(n * density)-th largest magnitude (they
+  break ties at the threshold arbitrarily, so on 16-bit weights with many equal magnitudes a few
   entries at the threshold differ).
 - ``sign_from="weighted"``: elect on w_i * tau_i (mergekit); default unweighted (paper, PEFT).
 - ``normalize="weights"``: divide by the sum of agreeing weights (mergekit); default the agreeing
@@ -49,11 +50,18 @@ def _check(density: float, topk: str, sign_from: str, normalize: str) -> None:
         raise ValueError(f"normalize must be 'count', 'weights' or 'none', got {normalize!r}")
 
 
-def _finish_selection(sel: "kernels.MagnitudeSelect", pass_index: int, dens: list) -> None:
+def exact_rank(n: int, density: float) -> int:
+    """0-based ascending rank of the int(n * density)-th largest magnitude (mergekit/PEFT per-tensor count)."""
+    if density >= 1.0:
+        return 0
+    return n - max(1, int(n * density))
+
+
+def _finish_selection(sel: "kernels.MagnitudeSelect", pass_index: int, dens: list, rank=keep_rank) -> None:
     """The fused selection after a pass: the kept-rank of every model once the sample is in. On
     bfloat16 the merge then runs on the sample's guess of the threshold, verified while merging."""
     if pass_index == 0:
-        sel.set_ranks([keep_rank(sel.n, d) for d in dens], guess=True)
+        sel.set_ranks([rank(sel.n, d) for d in dens], guess=True)
     else:
         sel.finish_pass(pass_index)
 
@@ -109,14 +117,14 @@ class Ties(MergeMethod):
     # -- per-tensor top-k
     def observe_tensor(self, pass_index, x, w, ctx, state) -> None:
         dens = ctx.params["density"]
-        tensor_magnitude_stats(pass_index, x, ctx.extra["rows"], state, lambda n, k: [keep_rank(n, dens[k])])
+        tensor_magnitude_stats(pass_index, x, ctx.extra["rows"], state, lambda n, k: [exact_rank(n, dens[k])])
 
     def thresholds(self, x: Tensor, ctx: TensorContext) -> Tensor:
         if self.topk == "global":
             assert self._thr is not None, "global top-k needs its statistics passes first"
             return torch.from_numpy(self._thr)
         dens = ctx.params["density"]
-        return tensor_magnitude_values(x, ctx.extra.setdefault("state", {}), lambda n, k: [keep_rank(n, dens[k])])[:, 0]
+        return tensor_magnitude_values(x, ctx.extra.setdefault("state", {}), lambda n, k: [exact_rank(n, dens[k])])[:, 0]
 
     def __call__(self, x: Tensor, w: Tensor, ctx: TensorContext) -> Tensor:
         if self.topk == "exact":
@@ -153,7 +161,7 @@ class Ties(MergeMethod):
         state["fsel"].add(pass_index, xs, base, ctx.start)
 
     def fast_finish_tensor_pass(self, pass_index, state) -> None:
-        _finish_selection(state["fsel"], pass_index, state["dens"])
+        _finish_selection(state["fsel"], pass_index, state["dens"], exact_rank)
 
     def fast_merge(self, xs, base, out, w, ctx, state) -> None:
         sel = self._fsel if self.topk == "global" else state["fsel"]

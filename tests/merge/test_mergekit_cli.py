@@ -1,0 +1,84 @@
+"""mergekit-yaml's flags and tokenizer keys on ``transfuse merge``: each accepted with its meaning or refused by name."""
+import json
+
+import pytest
+import torch
+
+from merge_helpers import read_model, write_model
+from transfuse.cli import main as cli
+
+
+def _run(args):
+    try:
+        cli(args)
+    except SystemExit as e:
+        return e.code or 0
+    return 0
+
+
+@pytest.fixture
+def folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    g = torch.Generator().manual_seed(0)
+    for name in ("a", "b"):
+        write_model(tmp_path / name, {"w": torch.randn(4, 4, generator=g)})
+        (tmp_path / name / "tokenizer_config.json").write_text(json.dumps({"name": name}))
+    (tmp_path / "c.yaml").write_text("models:\n  - model: a\n  - model: b\nmerge_method: linear\n")
+    return tmp_path
+
+
+def test_no_copy_tokenizer_and_value_flags(folder):
+    assert _run(["merge", "c.yaml", "out", "--no-copy-tokenizer", "--out-shard-size", "1MB", "--random-seed", "3",
+                 "--allow-crimes", "-j", "1"]) == 0
+    assert (folder / "out" / "config.json").exists() and not (folder / "out" / "tokenizer_config.json").exists()
+    assert set(read_model(folder / "out")) == {"w"}
+
+
+def test_tokenizer_source_and_chat_template(folder):
+    with open(folder / "c.yaml", "a") as f:
+        f.write("tokenizer_source: b\nchat_template: \"{{ messages }}\"\n")
+    assert _run(["merge", "c.yaml", "out"]) == 0
+    tc = json.loads((folder / "out" / "tokenizer_config.json").read_text())
+    assert tc == {"name": "b", "chat_template": "{{ messages }}"}
+
+
+@pytest.mark.parametrize("flag,needle", [("--cuda", "--cuda is refused"), ("--gpu-rich", "--gpu-rich is refused"),
+                                         ("--bogus", "unknown flag --bogus")])
+def test_refused_flags_name_themselves(folder, flag, needle, capsys):
+    assert _run(["merge", "c.yaml", "out", flag]) == 2
+    assert needle in capsys.readouterr().err
+    assert not (folder / "out").exists()
+
+
+@pytest.mark.parametrize("line,needle", [("tokenizer_source: union", "union"), ("chat_template: chatml", "named templates"),
+                                         ("tokenizer_source: zzz", "neither base"), ("slices: []", "slices"),
+                                         ("tokenizer: {source: union}", "tokenizer:")])
+def test_refused_keys_name_themselves(folder, line, needle, capsys):
+    with open(folder / "c.yaml", "a") as f:
+        f.write(line + "\n")
+    assert _run(["merge", "c.yaml", "out"]) == 2
+    assert needle in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("params,needle", [
+    ("{weight: [1, abc]}", "only numbers"), ("{weight: true}", "weight must be a number"),
+    ("{densty: 0.2}", "Did you mean: density"), ("{density: [{filter: mlp}]}", "{filter: NAME_PART, value: ...}"),
+    ("{density: []}", "expected a number"), ("{density: [0.1, 0.5, abc]}", "only numbers"),
+    ("{density: 1.5}", "density must be in (0, 1]")])
+def test_check_refuses_before_any_work(folder, params, needle, capsys):
+    """--check names every config mistake that would otherwise fail mid-merge, and writes nothing."""
+    import torch as _t
+    write_model(folder / "base", {"w": _t.zeros(4, 4)})
+    (folder / "k.yaml").write_text(f"models:\n  - model: a\n    parameters: {params}\n  - model: b\nbase_model: base\nmerge_method: ties\n")
+    assert _run(["merge", "k.yaml", "out", "--check"]) == 2
+    assert needle in capsys.readouterr().err
+    assert not (folder / "out").exists()
+
+
+def test_check_accepts_gradient_and_filter_lists(folder, capsys):
+    import torch as _t
+    write_model(folder / "base", {"w": _t.zeros(4, 4)})
+    (folder / "k.yaml").write_text("models:\n  - model: a\n    parameters: {density: [0.2, 0.5], weight: [{filter: w, value: 0.3}, {value: 1}]}\n"
+                                   "  - model: b\nbase_model: base\nmerge_method: ties\n")
+    assert _run(["merge", "k.yaml", "out", "--check"]) == 0
+    assert "ok" in capsys.readouterr().out
