@@ -38,6 +38,7 @@ import numpy as np
 from .._lazy import import_now, torch
 from ..errors import TransfuseError
 from ._ops import seed_for
+from ._outdir import move_into_place
 from .config import parse_size
 from . import kernels
 from .dtypes import F32
@@ -323,15 +324,9 @@ def execute(plan: Plan, out: Path, *, progress: bool = False) -> Dict[str, Any]:
             json.dump({"config": cfg.model_dump(mode="json"), "inputs_sha256": hashes, "input_files_sha256": file_hashes,
                        "merge_seconds": elapsed, "fused_tensors": fused}, f, indent=2)
         # 3. into place
-        if out.exists():
-            if not cfg.overwrite:
-                raise TransfuseError(f"output {str(out)!r} already exists; remove it or set overwrite: true")
-            old = out.parent / f".{out.name}{TMP_TAG}old-{os.getpid()}"
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        if out.exists() and not cfg.overwrite:
+            raise TransfuseError(f"output {str(out)!r} already exists; remove it or set overwrite: true")
+        move_into_place(tmp, out, old=out.parent / f".{out.name}{TMP_TAG}old-{os.getpid()}")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
