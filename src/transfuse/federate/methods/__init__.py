@@ -1,0 +1,42 @@
+"""Federated methods: one file per method, registered as ``@methods.register("name")``.
+
+A method is a small class with keyword-only, typed, defaulted hyperparameters and hooks around
+one shared round (client local training -> aggregation -> optional server transfer):
+
+- ``client_loss(model, batch, global_params)``: the local objective (CE by default; FedProx adds
+  its proximal term);
+- ``server_transfer(model, client_models, transfer, generator)``: after aggregation, on the server
+  (FedDF distils the clients' ensemble into the global model on the unlabelled ``transfer`` inputs).
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ...registry import Registry
+
+methods: Registry = Registry("federated-method", "transfuse.federate.methods")
+
+
+class FederatedMethod:
+    """Base of the registered methods: FedAvg's behaviour (plain CE locally, nothing on the server)."""
+
+    def client_loss(self, model: nn.Module, batch: Dict[str, Tensor], global_params: List[Tensor]) -> Tensor:
+        logits = model(batch["inputs"])  # (B, C)
+        return F.cross_entropy(logits.float(), batch["labels"])
+
+    def server_transfer(self, model: nn.Module, client_models: List[nn.Module], transfer: Optional[Tensor],
+                        generator: torch.Generator) -> Dict[str, float]:
+        return {}
+
+
+def build_method(name: str, params: Optional[dict] = None) -> FederatedMethod:
+    from ...registry import build
+
+    return build(methods, name, params)
+
+
+__all__ = ["FederatedMethod", "build_method", "methods"]
