@@ -11,7 +11,7 @@ def __getattr__(name: str):
     # both subpackages are callable (see _callable.py).
     import importlib
 
-    if name in ("distill", "merge"):
+    if name in ("distill", "merge", "federate"):
         return importlib.import_module(f".{name}", __name__)
     if name in ("fused_generate", "FusedModel", "fused_logprobs"):
         return getattr(importlib.import_module(".fusion.generate", __name__), name)
@@ -24,4 +24,4 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 
-__all__ = ["Batch", "EnsembleTeacher", "FusedModel", "Outputs", "TransfuseError", "distill", "fuse_classifiers", "fused_generate", "fused_logprobs", "knowledge_cards", "merge", "__version__"]
+__all__ = ["Batch", "EnsembleTeacher", "FusedModel", "Outputs", "TransfuseError", "distill", "federate", "fuse_classifiers", "fused_generate", "fused_logprobs", "knowledge_cards", "merge", "__version__"]
