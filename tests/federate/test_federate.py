@@ -109,3 +109,34 @@ def test_flower_simulation_matches_the_inprocess_loop(tmp_path):
     inproc = run_method(cfg.model_copy(update={"engine": "inprocess"}), MethodSpec(name="fedavg"), 0)["history"]
     assert [h["global_acc"] for h in flower] == [h["global_acc"] for h in inproc]
     assert [h["mean_local_acc"] for h in flower] == pytest.approx([h["mean_local_acc"] for h in inproc])
+
+
+def test_knfu_targets_come_from_the_most_similar_neighbours():
+    import torch
+    from torch import nn
+
+    from transfuse.federate.methods import build_method
+
+    class Fixed(nn.Module):
+        def __init__(self, logits):
+            super().__init__()
+            self.logits = logits
+
+        def forward(self, x):
+            return self.logits.expand(len(x), -1)
+
+    a, b, c = torch.tensor([[4.0, 0.0]]), torch.tensor([[3.0, 0.0]]), torch.tensor([[0.0, 4.0]])
+    knfu = build_method("knfu", {"beta": 10.0, "neighbours": 1})
+    knfu.server_transfer(None, [Fixed(a), Fixed(b), Fixed(c)], torch.zeros(5, 1), torch.Generator(), [7, 8, 9])
+    # client 7's nearest neighbour is 8 (similar predictions), not 9
+    torch.testing.assert_close(knfu.targets[7], b.log_softmax(-1).expand(5, -1))
+    torch.testing.assert_close(knfu.targets[9], b.log_softmax(-1).expand(5, -1))
+    assert set(knfu.targets) == {7, 8, 9}
+
+
+def test_knfu_runs_in_process_and_is_refused_on_flower(tmp_path):
+    cfg = FederateConfig(**_cfg(tmp_path, server_data=100))
+    h = run_method(cfg, MethodSpec(name="knfu", params={"steps": 3}), 0)["history"]
+    assert "knfu_mean_kl" in h[0] and h[-1]["global_acc"] > 0.3
+    with pytest.raises(TransfuseError, match="engine=inprocess"):
+        transfuse.federate(_cfg(tmp_path, server_data=100, methods=["knfu"], engine="flower"))

@@ -35,8 +35,8 @@ def check_config(cfg: FederateConfig) -> None:
         labels.append(_label(spec, cfg))
         if spec.name in ("feddf", "knfu") and not cfg.server_data:
             raise TransfuseError(f"method {spec.name!r} needs server data: set server_data=N (unlabelled training samples the server keeps)")
-        if spec.name == "fedka" and cfg.target_rotate is None:
-            raise TransfuseError("method 'fedka' adapts to a target domain: set target_rotate=DEGREES (the test set rotated)")
+        if cfg.engine == "flower" and build_method(spec.name, spec.params).inprocess_only:
+            raise TransfuseError(f"method {spec.name!r} keeps per-client state the Flower engine does not carry yet; run it with engine=inprocess")
     dupes = sorted({x for x in labels if labels.count(x) > 1})
     if dupes:
         raise TransfuseError(f"two methods share the label {dupes[0]!r}; give one of them label: NAME")

@@ -123,6 +123,7 @@ def client_update(fed: Federation, k: int, global_sd: StateDict, method: Federat
             opt.step()
             total += float(loss.detach())
             steps += 1
+    method.after_local(model, k, fed.transfer, gen)
     metrics = {"train_loss": total / max(steps, 1), "local_acc": accuracy(model, fed.client_val[k])}
     return clone_state(model.state_dict()), len(data), metrics
 
@@ -163,7 +164,7 @@ class Server:
         extra: Dict[str, float] = {}
         if type(self.method).server_transfer is not FederatedMethod.server_transfer and sds:
             clients = [load_state(self.fed.new_model(), sd) for sd in sds]
-            extra = self.method.server_transfer(self.model, clients, self.fed.transfer, self.generator)
+            extra = self.method.server_transfer(self.model, clients, self.fed.transfer, self.generator, [r[0] for r in results])
         record: Dict[str, Any] = {
             "round": server_round,
             "global_acc": accuracy(self.model, self.fed.test),

@@ -5,8 +5,14 @@ one shared round (client local training -> aggregation -> optional server transf
 
 - ``client_loss(model, batch, global_params)``: the local objective (CE by default; FedProx adds
   its proximal term);
-- ``server_transfer(model, client_models, transfer, generator)``: after aggregation, on the server
-  (FedDF distils the clients' ensemble into the global model on the unlabelled ``transfer`` inputs).
+- ``after_local(model, client, transfer, generator)``: on the client, after its local epochs (KnFu
+  fine-tunes on the fused soft labels the server computed for it);
+- ``server_transfer(model, client_models, transfer, generator, client_ids)``: after aggregation, on
+  the server (FedDF distils the clients' ensemble into the global model on the unlabelled
+  ``transfer`` inputs; KnFu fuses each client's neighbours' predictions).
+
+``inprocess_only``: the method keeps per-client state between the server step and the next round's
+clients in its own object, which the Flower engine (clients in other processes) does not carry yet.
 """
 from __future__ import annotations
 
@@ -28,8 +34,13 @@ class FederatedMethod:
         logits = model(batch["inputs"])  # (B, C)
         return F.cross_entropy(logits.float(), batch["labels"])
 
+    inprocess_only: bool = False
+
+    def after_local(self, model: nn.Module, client: int, transfer: Optional[Tensor], generator: torch.Generator) -> None:
+        pass
+
     def server_transfer(self, model: nn.Module, client_models: List[nn.Module], transfer: Optional[Tensor],
-                        generator: torch.Generator) -> Dict[str, float]:
+                        generator: torch.Generator, client_ids: List[int]) -> Dict[str, float]:
         return {}
 
 

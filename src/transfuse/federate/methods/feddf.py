@@ -34,7 +34,7 @@ class FedDF(FederatedMethod):
         self.steps, self.batch_size, self.lr = steps, batch_size, lr
 
     def server_transfer(self, model: nn.Module, client_models: List[nn.Module], transfer: Optional[Tensor],
-                        generator: torch.Generator) -> Dict[str, float]:
+                        generator: torch.Generator, client_ids: List[int]) -> Dict[str, float]:
         from ...signals import Batch, Outputs
 
         if transfer is None or not len(transfer):
