@@ -45,6 +45,8 @@ def check_config(cfg: FederateConfig) -> None:
     if cfg.engine == "flower":
         from .flower import require_flower
 
+        if cfg.checkpoint_dir:
+            raise TransfuseError("checkpoint_dir (server checkpoints and resume) works with engine=inprocess only for now")
         require_flower()
 
 
@@ -67,6 +69,7 @@ def prepare_output(cfg: FederateConfig) -> Path:
 
 def run_method(cfg: FederateConfig, spec: MethodSpec, seed: int, *, progress: Optional[Callable[[str], None]] = None,
                fail: Optional[Callable[[int, int], bool]] = None) -> Dict[str, Any]:
+    ckpt = Path(cfg.checkpoint_dir) / f"{_label(spec, cfg)}-seed{seed}" if cfg.checkpoint_dir else None
     """One method under one seed on the recipe's engine: its per-round history and wall time."""
     from .federation import build_federation
     from .inprocess import run_inprocess
@@ -78,7 +81,7 @@ def run_method(cfg: FederateConfig, spec: MethodSpec, seed: int, *, progress: Op
 
         server = run_flower(cfg, seed, spec, agg, progress=progress)
     else:
-        server = run_inprocess(build_federation(cfg, seed), spec, agg, progress=progress, fail=fail)
+        server = run_inprocess(build_federation(cfg, seed), spec, agg, progress=progress, fail=fail, checkpoint=ckpt)
     return {"seed": seed, "history": server.history, "seconds": time.perf_counter() - t0}
 
 

@@ -61,7 +61,7 @@ class FederateConfig(Strict):
     engine: Literal["inprocess", "flower"] = "inprocess"
     flower: Dict[str, Any] = Field(default_factory=lambda: {"num_cpus": 1})  # run_simulation's ray resources
     seeds: List[int] = Field(default_factory=lambda: [0])
-    checkpoint: bool = False  # save the server's state each round into output/checkpoints (resume)
+    checkpoint_dir: Optional[str] = None  # the server's state after each round, per method and seed; a rerun resumes from it (inprocess)
     output: str = "runs/federate"
     overwrite: bool = False
 

@@ -72,7 +72,7 @@ def build_federation(cfg: FederateConfig, seed: int) -> Federation:
         shard = rest.subset(pos[torch.randperm(len(pos), generator=gen)])
         if domains[k]:
             shard = IndexedTensors(rotate_images(shard.inputs, domains[k], fill), shard.labels, shard.index)
-        n_val = int(len(shard) * cfg.local.val_fraction)
+        n_val = max(int(len(shard) * cfg.local.val_fraction), 1 if cfg.local.val_fraction and len(shard) >= 4 else 0)
         vals.append(shard.subset(torch.arange(n_val)))
         shards.append(shard.subset(torch.arange(n_val, len(shard))))
     target = None
@@ -145,6 +145,15 @@ class Server:
     def state(self) -> StateDict:
         return clone_state(self.model.state_dict())
 
+    def method_state(self) -> Dict[str, Tensor]:
+        """Tensors the method keeps between rounds (KnFu's per-client targets), for checkpoints."""
+        targets = getattr(self.method, "targets", None)
+        return {f"targets.{k}": v for k, v in (targets or {}).items()}
+
+    def load_method_state(self, tensors: Dict[str, Tensor]) -> None:
+        if hasattr(self.method, "targets"):
+            self.method.targets = {int(k.split(".", 1)[1]): v for k, v in tensors.items() if k.startswith("targets.")}
+
     def sample_clients(self, server_round: int) -> List[int]:
         """The clients of a round: all, or ``clients_per_round`` of them drawn by the seed."""
         n = self.fed.cfg.clients_per_round or self.fed.cfg.clients
@@ -168,16 +177,21 @@ class Server:
         record: Dict[str, Any] = {
             "round": server_round,
             "global_acc": accuracy(self.model, self.fed.test),
-            "mean_local_acc": float(sum(r[3]["local_acc"] for r in results) / max(len(results), 1)),
+            "mean_local_acc": _nanmean([r[3]["local_acc"] for r in results]),  # clients without a held-out slice left out
             "clients": {str(r[0]): {"n": r[2], **r[3]} for r in results},
-            "bytes_down": sent,
-            "bytes_up": received,
+            "bytes_down": sent + int(extra.pop("bytes_down_extra", 0)),  # + what the method sends besides weights
+            "bytes_up": received + int(extra.pop("bytes_up_extra", 0)),
             **extra,
         }
         if self.fed.target is not None:
             record["target_acc"] = accuracy(self.model, self.fed.target)
         self.history.append(record)
         return self.state
+
+
+def _nanmean(values: List[float]) -> float:
+    kept = [v for v in values if v == v]
+    return float(sum(kept) / len(kept)) if kept else float("nan")
 
 
 def method_label(spec: MethodSpec, aggregation: AggregateSpec) -> str:

@@ -76,4 +76,5 @@ class KnFu(FederatedMethod):
             w = torch.softmax(self.beta * sim, 0)  # (K,)
             use = w > 0
             self.targets[cid] = self.rule(logp[use], w[use] / w[use].sum())  # (S, C)
-        return {"knfu_mean_kl": float(kl.sum() / max(K * (K - 1), 1))}
+        shared = logp[0].numel() * 4  # one client's (S, C) float32 predictions: up to the server, its target back
+        return {"knfu_mean_kl": float(kl.sum() / max(K * (K - 1), 1)), "bytes_up_extra": K * shared, "bytes_down_extra": K * shared}
