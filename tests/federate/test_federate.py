@@ -169,3 +169,22 @@ def test_a_killed_server_resumes_to_the_same_final_weights(tmp_path):
     for k, v in whole.state.items():
         torch.testing.assert_close(resumed.state[k], v, rtol=0, atol=0)
     assert [h["global_acc"] for h in resumed.history] == [h["global_acc"] for h in whole.history]
+
+
+def test_mk_mmd_is_zero_for_one_sample_set_and_grows_with_shift():
+    import torch
+
+    from transfuse.federate.methods.fedka import mk_mmd
+
+    a = torch.randn(64, 8, generator=torch.Generator().manual_seed(0))
+    assert abs(float(mk_mmd(a, a))) < 1e-5
+    assert float(mk_mmd(a, a + 0.5)) < float(mk_mmd(a, a + 3.0))
+
+
+def test_fedka_adapts_on_a_rotated_target(tmp_path):
+    cfg = FederateConfig(**_cfg(tmp_path, split={"kind": "domain", "domains": [0, 30]}, server_data=100, target_rotate=60))
+    h = run_method(cfg, MethodSpec(name="fedka", params={"steps": 3}), 0)["history"]
+    assert all(0 <= x["pseudo_labelled"] <= 1 and 0 <= x["target_acc"] <= 1 for x in h)
+    assert h[-1]["global_acc"] > 0.3
+    with pytest.raises(TransfuseError, match="target_rotate"):
+        transfuse.federate(_cfg(tmp_path, methods=["fedka"], server_data=100))

@@ -35,6 +35,8 @@ def check_config(cfg: FederateConfig) -> None:
         labels.append(_label(spec, cfg))
         if spec.name in ("feddf", "knfu") and not cfg.server_data:
             raise TransfuseError(f"method {spec.name!r} needs server data: set server_data=N (unlabelled training samples the server keeps)")
+        if spec.name == "fedka" and (cfg.target_rotate is None or not cfg.server_data):
+            raise TransfuseError("method 'fedka' adapts to a target domain: set target_rotate=DEGREES and server_data=N (its unlabelled target inputs)")
         if cfg.engine == "flower" and build_method(spec.name, spec.params).inprocess_only:
             raise TransfuseError(f"method {spec.name!r} keeps per-client state the Flower engine does not carry yet; run it with engine=inprocess")
     dupes = sorted({x for x in labels if labels.count(x) > 1})

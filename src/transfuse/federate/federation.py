@@ -31,6 +31,7 @@ class Federation:
     test: IndexedTensors  # the global test set
     target: Optional[IndexedTensors]  # the shifted target domain's test set (fedka), or None
     transfer: Optional[Tensor]  # (S, ...) unlabelled server inputs, or None
+    target_inputs: Optional[Tensor] = None  # (S, ...) the transfer inputs shifted into the target domain
     in_shape: Tuple[int, ...] = ()
     num_classes: int = 0
     domains: List[float] = field(default_factory=list)
@@ -78,7 +79,8 @@ def build_federation(cfg: FederateConfig, seed: int) -> Federation:
     target = None
     if cfg.target_rotate is not None:
         target = IndexedTensors(rotate_images(data.test.inputs, cfg.target_rotate, fill), data.test.labels, data.test.index)
-    fed = Federation(cfg, seed, shards, vals, data.test, target, transfer, tuple(data.in_shape), data.num_classes, domains)
+    target_inputs = rotate_images(transfer, cfg.target_rotate, fill) if transfer is not None and cfg.target_rotate is not None else None
+    fed = Federation(cfg, seed, shards, vals, data.test, target, transfer, target_inputs, tuple(data.in_shape), data.num_classes, domains)
     _CACHE.clear()
     _CACHE[key] = fed
     return fed
@@ -104,6 +106,7 @@ def load_state(model: nn.Module, sd: StateDict) -> nn.Module:
 def client_update(fed: Federation, k: int, global_sd: StateDict, method: FederatedMethod, *, server_round: int) -> Tuple[StateDict, int, Dict[str, float]]:
     """Client ``k`` trains the global model on its shard: (its state dict, its sample count, metrics)."""
     cfg = fed.cfg.local
+    method.bind(transfer=fed.transfer, target=fed.target_inputs)
     model = load_state(fed.new_model(), global_sd)
     global_params = [p.detach().clone() for p in model.parameters()]
     params = [p for p in model.parameters() if p.requires_grad]
@@ -136,6 +139,7 @@ class Server:
         self.fed = fed
         self.spec = spec
         self.method = build_method(spec.name, spec.params)
+        self.method.bind(transfer=fed.transfer, target=fed.target_inputs)
         self.aggregation = aggregation
         self.model = fed.new_model()
         self.history: List[Dict[str, Any]] = []

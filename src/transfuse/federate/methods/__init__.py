@@ -3,6 +3,7 @@
 A method is a small class with keyword-only, typed, defaulted hyperparameters and hooks around
 one shared round (client local training -> aggregation -> optional server transfer):
 
+- ``bind(transfer, target)``: the unlabelled inputs it may use (FedKA's target domain);
 - ``client_loss(model, batch, global_params)``: the local objective (CE by default; FedProx adds
   its proximal term);
 - ``after_local(model, client, transfer, generator)``: on the client, after its local epochs (KnFu
@@ -35,6 +36,10 @@ class FederatedMethod:
         return F.cross_entropy(logits.float(), batch["labels"])
 
     inprocess_only: bool = False
+
+    def bind(self, *, transfer: Optional[Tensor], target: Optional[Tensor]) -> None:
+        """The unlabelled inputs a method may use: the server's ``transfer`` set (S, ...) and the
+        same samples shifted into the target domain (``target``), each None when the recipe has none."""
 
     def after_local(self, model: nn.Module, client: int, transfer: Optional[Tensor], generator: torch.Generator) -> None:
         pass
