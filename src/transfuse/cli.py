@@ -117,6 +117,17 @@ def continual(
 
 
 @app.command()
+def federate(
+    recipe: Path = typer.Argument(..., help="YAML federate recipe, or a shipped one by name (federate_dirichlet)."),
+    overrides: Optional[List[str]] = typer.Argument(None, help="key.sub=value overrides, e.g. split.alpha=0.1 engine=inprocess."),
+) -> None:
+    """Federated learning on Flower: fedavg / merge-method aggregation / feddf ... over clients; accuracy per round."""
+    from .recipes.federate import main as federate_main
+
+    federate_main(recipe, overrides or [])
+
+
+@app.command()
 def fuse(
     config: Path = typer.Argument(..., help="YAML fuse recipe (mode: generate | classifiers | cards)."),
     overrides: Optional[List[str]] = typer.Argument(None, help="key.sub=value overrides."),
@@ -129,7 +140,7 @@ def fuse(
 
 
 @app.command("list")
-def list_(what: str = typer.Argument(..., help="objectives | datasets | models | merge-methods | fusion-rules | continual-methods | recipes")) -> None:
+def list_(what: str = typer.Argument(..., help="objectives | datasets | models | merge-methods | fusion-rules | continual-methods | federated-methods | recipes")) -> None:
     """Print a registry: each name with a one-line description."""
     from rich.table import Table
 
@@ -157,6 +168,7 @@ def _registry_for(what: str) -> dict:
         "merge-methods": ("transfuse.merge.methods", "methods"),
         "fusion-rules": ("transfuse.fusion.rules", "rules"),
         "continual-methods": ("transfuse.continual.methods", "methods"),
+        "federated-methods": ("transfuse.federate.methods", "methods"),
     }
     if what not in registries:
         valid = list(registries) + ["recipes"]

@@ -1,0 +1,58 @@
+"""Federated methods: one file per method, registered as ``@methods.register("name")``.
+
+A method is a small class with keyword-only, typed, defaulted hyperparameters and hooks around
+one shared round (client local training -> aggregation -> optional server transfer):
+
+- ``bind(transfer, target)``: the unlabelled inputs it may use (FedKA's target domain);
+- ``client_loss(model, batch, global_params)``: the local objective (CE by default; FedProx adds
+  its proximal term);
+- ``after_local(model, client, transfer, generator)``: on the client, after its local epochs (KnFu
+  fine-tunes on the fused soft labels the server computed for it);
+- ``server_transfer(model, client_models, transfer, generator, client_ids)``: after aggregation, on
+  the server (FedDF distils the clients' ensemble into the global model on the unlabelled
+  ``transfer`` inputs; KnFu fuses each client's neighbours' predictions).
+
+``inprocess_only``: the method keeps per-client state between the server step and the next round's
+clients in its own object, which the Flower engine (clients in other processes) does not carry yet.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ...registry import Registry
+
+methods: Registry = Registry("federated-method", "transfuse.federate.methods")
+
+
+class FederatedMethod:
+    """Base of the registered methods: FedAvg's behaviour (plain CE locally, nothing on the server)."""
+
+    def client_loss(self, model: nn.Module, batch: Dict[str, Tensor], global_params: List[Tensor]) -> Tensor:
+        logits = model(batch["inputs"])  # (B, C)
+        return F.cross_entropy(logits.float(), batch["labels"])
+
+    inprocess_only: bool = False
+
+    def bind(self, *, transfer: Optional[Tensor], target: Optional[Tensor]) -> None:
+        """The unlabelled inputs a method may use: the server's ``transfer`` set (S, ...) and the
+        same samples shifted into the target domain (``target``), each None when the recipe has none."""
+
+    def after_local(self, model: nn.Module, client: int, transfer: Optional[Tensor], generator: torch.Generator) -> None:
+        pass
+
+    def server_transfer(self, model: nn.Module, client_models: List[nn.Module], transfer: Optional[Tensor],
+                        generator: torch.Generator, client_ids: List[int]) -> Dict[str, float]:
+        return {}
+
+
+def build_method(name: str, params: Optional[dict] = None) -> FederatedMethod:
+    from ...registry import build
+
+    return build(methods, name, params)
+
+
+__all__ = ["FederatedMethod", "build_method", "methods"]
