@@ -103,3 +103,16 @@ def check_output_folder(out: Path, *, finished: str, resume: bool, overwrite: bo
         raise TransfuseError(f"nothing to resume in {str(out)!r}: it has no checkpoint; run without --resume")
     check_unfinished_run(out, resume=resume, overwrite=overwrite)
     return out
+
+
+def resolve_shipped(recipe, command: str):
+    """The recipe path, or the shipped example of that name (``transfuse COMMAND NAME``); a folder is refused."""
+    if recipe is None:
+        return None
+    path = Path(recipe)
+    shipped = Path(__file__).parent / "configs" / f"{path.name}.yaml"
+    if not path.exists() and path.suffix == "" and shipped.exists():
+        return shipped
+    if path.is_dir():
+        raise TransfuseError(f"{str(path)!r} is a folder; give a {command} recipe .yaml file")
+    return recipe

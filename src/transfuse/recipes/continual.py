@@ -20,6 +20,7 @@ from pydantic import Field
 
 from ..config import Strict, load_config
 from ..errors import TransfuseError, closest
+from ._checks import resolve_shipped
 
 
 class StreamModel(Strict):
@@ -82,13 +83,7 @@ def run(cfg: ContinualConfig) -> Dict[str, Any]:
 
 
 def main(recipe: str | Path | None, overrides: List[str]) -> Dict[str, Any]:
-    if recipe is not None:
-        path = Path(recipe)
-        shipped = Path(__file__).parent / "configs" / f"{path.name}.yaml"
-        if not path.exists() and path.suffix == "" and shipped.exists():
-            recipe = shipped  # a shipped example by name: `transfuse continual continual_split_fmnist`
-        elif path.is_dir():
-            raise TransfuseError(f"{str(path)!r} is a folder; give a continual recipe .yaml file")
+    recipe = resolve_shipped(recipe, "continual")  # a path, or a shipped example by name
     cfg = load_config(ContinualConfig, recipe, overrides)
     summary = run(cfg)
     from ..continual.report import metrics_rows

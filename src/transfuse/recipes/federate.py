@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, List
 
-from ..errors import TransfuseError
+from ._checks import resolve_shipped
 
 
 def main(recipe: str | Path | None, overrides: List[str]) -> Dict[str, Any]:
@@ -26,13 +26,7 @@ def main(recipe: str | Path | None, overrides: List[str]) -> Dict[str, Any]:
     from ..federate.api import federate, load_federate_config, stderr_progress
     from ..federate.report import summary_rows
 
-    if recipe is not None:
-        path = Path(recipe)
-        shipped = Path(__file__).parent / "configs" / f"{path.name}.yaml"
-        if not path.exists() and path.suffix == "" and shipped.exists():
-            recipe = shipped  # a shipped example by name: `transfuse federate federate_dirichlet`
-        elif path.is_dir():
-            raise TransfuseError(f"{str(path)!r} is a folder; give a federate recipe .yaml file")
+    recipe = resolve_shipped(recipe, "federate")  # a path, or a shipped example by name
     cfg = load_federate_config(recipe, overrides)
     summary = federate(cfg, progress=stderr_progress)
     print(markdown_table(summary_rows(summary)))
