@@ -35,12 +35,15 @@ ARCH = {
     "llama": dict(_COMMON, architectures=["LlamaForCausalLM"], model_type="llama", rope_theta=10000.0),
     "mistral": dict(_COMMON, architectures=["MistralForCausalLM"], model_type="mistral", rope_theta=10000.0,
                     sliding_window=None),
+    # 4 layers, for slices: (sorts after the others, so their seeds stay as they were)
+    "tall_llama": dict(_COMMON, architectures=["LlamaForCausalLM"], model_type="llama", rope_theta=10000.0, num_hidden_layers=4),
 }
 # model name -> (architecture, seed of its delta to the base, delta scale); seed 0 is the base itself
 MODELS = {
     "base": ("llama", 0, 0.0), "model_a": ("llama", 1, 0.02), "model_b": ("llama", 2, 0.02),
     "model_c": ("llama", 3, 0.02), "mistral_base": ("mistral", 0, 0.0), "mistral_a": ("mistral", 4, 0.02),
-    "mistral_b": ("mistral", 5, 0.02),
+    "mistral_b": ("mistral", 5, 0.02), "tall_base": ("tall_llama", 0, 0.0), "tall_a": ("tall_llama", 6, 0.02),
+    "tall_b": ("tall_llama", 7, 0.02),
 }
 
 
@@ -131,6 +134,30 @@ CASES: Dict[str, tuple] = {
                        + "merge_method: ties\nbase_model: base\ndtype: float32\n", "exact"),
     "dtype_bfloat16": (_ABC.format(P1="{weight: 0.6, density: 0.4}", P2="{weight: 0.4, density: 0.6}") + "merge_method: ties\nbase_model: base\ndtype: bfloat16\n", "exact"),
     "int8_mask": (_ABC.format(P1="{weight: 0.6, density: 0.4}", P2="{weight: 0.4, density: 0.6}") + "merge_method: ties\nbase_model: base\nparameters: {int8_mask: true}\ndtype: float32\n", "exact"),
+    # slices: (frankenmerges, merges over layer ranges; the output's layers renumbered)
+    "slices_passthrough": ("slices:\n  - sources:\n      - model: tall_a\n        layer_range: [0, 3]\n"
+                           "  - sources:\n      - model: tall_b\n        layer_range: [1, 4]\nmerge_method: passthrough\ndtype: float32\n", "exact"),
+    "slices_passthrough_scale": ("slices:\n  - sources:\n      - model: tall_a\n        layer_range: [0, 2]\n"
+                                 "  - sources:\n      - model: model_b\n        layer_range: [0, 2]\n"
+                                 "        parameters:\n          scale:\n            - filter: o_proj\n              value: 0.5\n"
+                                 "            - filter: down_proj\n              value: 0.0\n"
+                                 "  - sources:\n      - model: tall_a\n        layer_range: [3, 4]\nmerge_method: passthrough\ndtype: float32\n", "exact"),
+    "slices_slerp": ("slices:\n  - sources:\n      - model: tall_a\n        layer_range: [0, 4]\n      - model: tall_b\n        layer_range: [0, 4]\n"
+                     "merge_method: slerp\nbase_model: tall_a\nparameters:\n  t:\n    - filter: self_attn\n      value: [0, 0.5, 0.3, 0.7, 1]\n"
+                     "    - filter: mlp\n      value: [1, 0.5, 0.7, 0.3, 0]\n    - value: 0.5\ndtype: float32\n", "exact"),
+    "slices_slerp_two": ("slices:\n  - sources:\n      - model: tall_a\n        layer_range: [0, 2]\n      - model: tall_b\n        layer_range: [0, 2]\n"
+                         "    parameters: {t: 0.2}\n  - sources:\n      - model: tall_b\n        layer_range: [1, 4]\n      - model: tall_a\n        layer_range: [1, 4]\n"
+                         "    base_model: tall_b\n    parameters: {t: [0.1, 0.9]}\nmerge_method: slerp\nbase_model: tall_a\nparameters: {t: 0.5}\ndtype: float32\n", "exact"),
+    "slices_ties": ("slices:\n  - sources:\n      - model: tall_base\n        layer_range: [0, 2]\n"
+                    "      - model: tall_a\n        layer_range: [0, 2]\n        parameters: {weight: [0.2, 0.8], density: 0.5}\n"
+                    "      - model: tall_b\n        layer_range: [0, 2]\n        parameters: {weight: 0.4}\n"
+                    "  - sources:\n      - model: tall_base\n        layer_range: [2, 4]\n      - model: tall_a\n        layer_range: [2, 4]\n"
+                    "      - model: tall_b\n        layer_range: [2, 4]\n    parameters: {density: 0.7, weight: 0.5}\n"
+                    "merge_method: ties\nbase_model: tall_base\nparameters: {density: 0.3}\ndtype: float32\n", "exact"),
+    "slices_linear_filter": ("slices:\n  - sources:\n      - model: tall_a\n        layer_range: [0, 2]\n        parameters: {weight: 0.3}\n"
+                             "      - model: tall_b\n        layer_range: [2, 4]\n"
+                             "        parameters:\n          weight:\n            - filter: layers.2.\n              value: 2.0\n            - value: 1.0\n"
+                             "merge_method: linear\ndtype: float32\n", "exact"),
     # random (DARE family): statistics only
     "dare_ties": (_ABC.format(P1="{weight: 0.6, density: 0.5}", P2="{weight: 0.4, density: 0.5}") + "merge_method: dare_ties\nbase_model: base\ndtype: float32\n", "random"),
     "dare_linear": (_ABC.format(P1="{weight: 0.6, density: 0.5}", P2="{weight: 0.4, density: 0.5}") + "merge_method: dare_linear\nbase_model: base\ndtype: float32\n", "random"),
@@ -190,6 +217,9 @@ def compare(case: str, out_dir: Path) -> Dict[str, float]:
         return {"missing": len(missing), "extra": len(extra)}
     out_dtype = str(next(iter(got.values())).dtype).replace("torch.", "")
     res: Dict[str, float] = {"dtype_match": float(out_dtype == meta["dtype"])}
+    if "num_hidden_layers" in meta:  # config.json's layer count (slices stack layers)
+        got_cfg = json.loads((Path(out_dir) / "config.json").read_text())
+        res["layers_match"] = float(str(got_cfg.get("num_hidden_layers")) == meta["num_hidden_layers"])
     if meta["kind"] == "exact":
         err = 0.0
         bad = differ = 0
@@ -286,8 +316,10 @@ def main() -> int:
                 tensors = delta_stats(merged, model_tensors(base_name))
             else:
                 tensors = {k: v.float().contiguous() for k, v in merged.items()}
+            out_cfg = json.loads((out / "config.json").read_text())
             save_file(tensors, str(REFS / f"{case}.safetensors"),
-                      metadata={"kind": kind, "dtype": dtype, "config": yaml_text, "mergekit": "0.1.5"})
+                      metadata={"kind": kind, "dtype": dtype, "config": yaml_text, "mergekit": "0.1.5",
+                                "num_hidden_layers": str(out_cfg.get("num_hidden_layers"))})
             print(f"{case}: {kind}, {len(tensors)} tensors, {dtype}")
     return 0
 

@@ -51,7 +51,7 @@ def test_refused_flags_name_themselves(folder, flag, needle, capsys):
 
 
 @pytest.mark.parametrize("line,needle", [("tokenizer_source: union", "union"), ("chat_template: chatml", "named templates"),
-                                         ("tokenizer_source: zzz", "neither base"), ("slices: []", "slices"),
+                                         ("tokenizer_source: zzz", "neither base"), ("slices: [{sources: [{model: a, layer_range: [0, 1]}]}]", "both models: and slices:"),
                                          ("tokenizer: {source: union}", "tokenizer:")])
 def test_refused_keys_name_themselves(folder, line, needle, capsys):
     with open(folder / "c.yaml", "a") as f:

@@ -20,7 +20,7 @@ shard_size: 2GB
 from __future__ import annotations
 
 import re
-from typing import Any, Dict, List, Literal, Optional, Union
+from typing import Any, Dict, List, Literal, Optional, Tuple, Union
 
 from pydantic import AliasChoices, Field, model_validator
 
@@ -29,6 +29,22 @@ from ..config import Strict
 
 class ModelEntry(Strict):
     model: str
+    parameters: Dict[str, Any] = Field(default_factory=dict, validation_alias=AliasChoices("parameters", "params"))
+
+
+class SliceSource(Strict):
+    """One input of an output slice (mergekit ``InputSliceDefinition``): layers [a, b) of a model."""
+
+    model: str
+    layer_range: Tuple[int, int]
+    parameters: Dict[str, Any] = Field(default_factory=dict, validation_alias=AliasChoices("parameters", "params"))
+
+
+class OutputSlice(Strict):
+    """One output slice (mergekit ``OutputSliceDefinition``): its sources' layers merged, stacked after the previous slice."""
+
+    sources: List[SliceSource] = Field(min_length=1)
+    base_model: Optional[str] = None
     parameters: Dict[str, Any] = Field(default_factory=dict, validation_alias=AliasChoices("parameters", "params"))
 
 
@@ -43,6 +59,7 @@ class MergeConfig(Strict):
     # defaults (transfuse.merge.mergekit); "transfuse" with method: (the papers' forms)
     dialect: Literal["transfuse", "mergekit"] = "transfuse"
     models: List[ModelEntry] = Field(default_factory=list)
+    slices: Optional[List[OutputSlice]] = None  # mergekit frankenmerges: layer ranges stacked (transfuse.merge.slices)
     base_model: Optional[str] = None
     parameters: Dict[str, Any] = Field(default_factory=dict, validation_alias=AliasChoices("parameters", "params"))
     overrides: List[Override] = Field(default_factory=list)
@@ -81,8 +98,11 @@ class MergeConfig(Strict):
             if isinstance(ct, str) and "{{" not in ct and "{%" not in ct:
                 raise TransfuseError(f"chat_template {ct!r}: mergekit's named templates (chatml, llama3, auto...) are not "
                                      "built in here; write the Jinja template text itself")
-            if not data.get("models"):
-                raise TransfuseError("the merge config needs models: a list of {model: PATH, parameters: {...}}")
+            if data.get("models") and data.get("slices"):
+                raise TransfuseError("the merge config has both models: and slices:; give exactly one of them (as mergekit)")
+            if not data.get("models") and not data.get("slices"):
+                raise TransfuseError("the merge config needs models: a list of {model: PATH, parameters: {...}} "
+                                     "(or slices: a list of {sources: [{model: PATH, layer_range: [a, b]}]})")
         return data
 
 

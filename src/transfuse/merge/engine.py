@@ -584,6 +584,8 @@ def _copy_side_files(plan: Plan, tmp: Path) -> None:
         data["chat_template"] = cfg.chat_template
         tc.write_text(json.dumps(data, indent=2))
     conf = tmp / "config.json"
+    if plan.slice_layout is not None:  # slices: the donor's config with the stacked layer count
+        conf.write_text(json.dumps(plan.slice_layout.out_config, indent=2))
     if conf.exists() and cfg.out_dtype:
         try:
             data = json.loads(conf.read_text())

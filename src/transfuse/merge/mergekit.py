@@ -20,8 +20,6 @@ _LAYER = re.compile(r"\.(?:layers|h|blocks|layer)\.(\d+)\.")
 
 # keys of a mergekit config with no meaning here, and why
 REFUSED_KEYS = {
-    "slices": "slices (frankenmerges, layer_range) are not supported yet: merge whole models with models:, "
-              "or run mergekit for layer stacking",
     "modules": "modules: (per-module merges of multimodal models) is not supported; use models:",
     "tokenizer": "tokenizer: blocks (per-token embedding sources) are not supported; drop the block to keep the base tokenizer",
 }
@@ -46,6 +44,25 @@ def check_setting(where: str, value: Any) -> None:
             check_setting(f"{where} (filter {v.get('filter')!r})", v["value"])
         return
     raise TransfuseError(f"{where}: expected a number, a list of numbers (gradient) or filter entries; got {value!r}")
+
+
+def evaluate_scopes(scopes: List[Dict[str, Any]], keys, tensor_name: str, t: float) -> Dict[str, Any]:
+    """mergekit ``resolve_parameter`` over scopes (highest precedence first): per key, the first
+    scope whose setting is set for this tensor; only ``keys`` from the scopes after the first."""
+    out: Dict[str, Any] = {}
+    for i, scope in enumerate(scopes):
+        for k, v in scope.items():
+            if k in out or (i > 0 and k not in keys):
+                continue
+            value = evaluate(v, tensor_name, t)
+            if value is not None:
+                out[k] = value
+    return out
+
+
+def rename_key(key: str) -> str:
+    """mergekit's parameter name -> transfuse's (``lambda`` is ``scale``)."""
+    return _GTA_KEYS.get(key, key)
 
 
 def is_plain(value: Any) -> bool:

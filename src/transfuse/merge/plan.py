@@ -23,6 +23,7 @@ from .config import MergeConfig, ModelEntry
 from .dtypes import BF16, F16, F32, F64, DType
 from .io import LoraSource, Source, open_source
 from .methods import MergeMethod, methods
+from .slices import SliceLayout, expand as expand_slices
 
 _VOCAB_NAME = re.compile(r"(embed_tokens|lm_head|wte|word_embeddings|embed_out|output\.weight|shared\.weight)")
 _DTYPES = {"float32": F32, "fp32": F32, "float16": F16, "fp16": F16, "bfloat16": BF16, "bf16": BF16, "float64": F64}
@@ -65,6 +66,7 @@ class Plan:
     method_name: str  # the transfuse method that runs (a mergekit config's name translated)
     group_weights: List[List[float]]  # per method instance: (K,) weights of its tensors
     group_per_model: List[List[Dict[str, Any]]]  # per method instance: each model's own parameters
+    slice_layout: Optional[SliceLayout] = None  # a slices: config: the virtual models and the output config
 
     @cached_property
     def weights(self) -> "torch.Tensor":
@@ -82,6 +84,8 @@ class Plan:
         for s in [self.base, *self.experts, *self.statistics]:
             if s is not None:
                 s.close()
+        if self.slice_layout is not None:
+            self.slice_layout.close()
 
 
 def build_method(name: str, params: Dict[str, Any]) -> MergeMethod:
@@ -107,6 +111,12 @@ def make_plan(cfg: MergeConfig, *, allow_pickle: bool) -> Plan:
     for m in cfg.models:
         for key, value in m.parameters.items():
             mk.check_setting(f"model {m.model!r}: parameters.{key}", value)
+    for i, sl in enumerate(cfg.slices or []):
+        for key, value in sl.parameters.items():
+            mk.check_setting(f"slices[{i}]: parameters.{key}", value)
+        for src in sl.sources:
+            for key, value in src.parameters.items():
+                mk.check_setting(f"slices[{i}] model {src.model!r}: parameters.{key}", value)
     for o in cfg.overrides:
         for key, value in o.parameters.items():
             mk.check_setting(f"override {o.pattern!r}: parameters.{key}", value)
@@ -122,11 +132,17 @@ def make_plan(cfg: MergeConfig, *, allow_pickle: bool) -> Plan:
     compute_dtype = parse_dtype(cfg.dtype or "float32", "dtype")
     # mergekit writes its compute dtype unless out_dtype says otherwise
     out_dtype = parse_dtype(cfg.out_dtype or (cfg.dtype if mergekit else None), "out_dtype")
-    base = open_source(cfg.base_model, allow_pickle=allow_pickle) if cfg.base_model else None
+    layout = expand_slices(cfg, cls, allow_pickle=allow_pickle) if cfg.slices else None
+    if layout is not None:
+        base = layout.base
+    else:
+        base = open_source(cfg.base_model, allow_pickle=allow_pickle) if cfg.base_model else None
     if isinstance(base, LoraSource):
         raise TransfuseError("base_model is a LoRA adapter; the base must be a full model")
     models = list(cfg.models)
-    if cfg.base_model and getattr(cls, "base_role", "base") == "member":
+    if layout is not None:  # one entry per merged position; parameters come from the slices (Origin)
+        models = [ModelEntry(model=label) for label in layout.labels]
+    elif cfg.base_model and getattr(cls, "base_role", "base") == "member":
         # slerp, karcher, passthrough: the base is the first of the merged models (t = 0 gives it)
         listed = [m for m in models if m.model == cfg.base_model]
         models = (listed or [ModelEntry(model=cfg.base_model)]) + [m for m in models if m.model != cfg.base_model]
@@ -137,7 +153,7 @@ def make_plan(cfg: MergeConfig, *, allow_pickle: bool) -> Plan:
         raise TransfuseError("models lists only the base_model: add the models to merge into it")
     if cls.needs_base and base is None:
         raise TransfuseError(f"merge method {cfg.method!r} needs base_model (the common starting point of the models)")
-    experts = [open_source(m.model, allow_pickle=allow_pickle) for m in models]
+    experts = list(layout.experts) if layout is not None else [open_source(m.model, allow_pickle=allow_pickle) for m in models]
     if base is None and any(isinstance(e, LoraSource) for e in experts):
         raise TransfuseError("LoRA adapters need base_model: the model they were trained on")
     reference = base if base is not None else experts[0]
@@ -145,6 +161,16 @@ def make_plan(cfg: MergeConfig, *, allow_pickle: bool) -> Plan:
     # per-model parameters: names checked, statistics opened
     statistics = []
     global_weight = global_settings.pop("weight", 1.0)
+    per_model_keys = ("weight", *cls.per_model_params)
+    for i, sl in enumerate(cfg.slices or []):
+        if cls.data_driven:
+            raise TransfuseError(f"method {cfg.method!r} is data-driven (per-model statistics); it does not take slices:, use models:")
+        for src in sl.sources:
+            for key in src.parameters:
+                if key not in per_model_keys:
+                    raise TransfuseError(
+                        f"slices[{i}] model {src.model!r}: parameter {key!r} is not per-model for {cfg.method!r}."
+                        f"{closest(key, per_model_keys)} Per-model parameters: {', '.join(per_model_keys)}.")
     for m in models:
         for key in m.parameters:
             if key not in ("weight", "statistics", *cls.per_model_params):
@@ -178,14 +204,21 @@ def make_plan(cfg: MergeConfig, *, allow_pickle: bool) -> Plan:
     seen: Dict[str, int] = {}
 
     def resolve(name: str) -> int:
-        t = mk.layer_fraction(name, n_layers)
+        origin = layout.origins.get(name) if layout is not None else None
+        t = origin.t if origin is not None else mk.layer_fraction(name, n_layers)
         params = {k: v for k, v in ((k, mk.evaluate(v, name, t)) for k, v in global_settings.items()) if v is not None}
+        if origin is not None:  # the slice's parameters over the global ones
+            params.update({mk.rename_key(k): v for k, v in ((k, mk.evaluate(v, name, t)) for k, v in origin.shared.items())
+                           if v is not None and k != "weight"})
         for o in cfg.overrides:
             if fnmatch.fnmatchcase(name, o.pattern):
                 params.update({k: v for k, v in ((k, mk.evaluate(v, name, t)) for k, v in o.parameters.items()) if v is not None})
         weights, per_model = [], []
-        for m in models:
-            p = {k: mk.evaluate(v, name, t) for k, v in m.parameters.items() if k != "statistics"}
+        for j, m in enumerate(models):
+            if origin is not None:  # source entry, then the slice; filters match the source's own tensor name
+                p = mk.evaluate_scopes(origin.scopes[j], per_model_keys, origin.names[j], t)
+            else:
+                p = {k: mk.evaluate(v, name, t) for k, v in m.parameters.items() if k != "statistics"}
             wv = p.pop("weight", None)
             wv = mk.evaluate(global_weight, name, t) if wv is None else wv
             try:
@@ -223,7 +256,7 @@ def make_plan(cfg: MergeConfig, *, allow_pickle: bool) -> Plan:
         extra = " besides base_model" if cls.needs_base else ""
         raise TransfuseError(f"merge method {cfg.method!r} takes exactly {instances[0].models_required} models{extra}, got {len(experts)}")
 
-    problems: List[str] = []
+    problems: List[str] = list(layout.problems) if layout is not None else []
     ref_cfg = reference.config()
     ref_arch = ref_cfg.get("architectures"), ref_cfg.get("model_type")
     for m, e in zip(models, experts):
@@ -306,7 +339,7 @@ def make_plan(cfg: MergeConfig, *, allow_pickle: bool) -> Plan:
     notes = _summarise(notes)
     return Plan(cfg, base, experts, reference, group_weights[0], group_per_model[0], instances,
                 instance_params, tensors, compute_dtype, problems, notes, statistics,
-                models, method_name, group_weights, group_per_model)
+                models, method_name, group_weights, group_per_model, layout)
 
 
 def _check_tokenizer_source(cfg: MergeConfig, ref_vocab: Optional[int], problems: List[str]) -> None:
