@@ -283,6 +283,43 @@ def table() -> str:
     return "\n".join(rows)
 
 
+# sample conversations for the named chat templates (rendered as transformers renders them)
+CONVERSATIONS = {
+    "system_user_assistant_user": [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Hi there "},
+                                   {"role": "assistant", "content": " Hello!"}, {"role": "user", "content": "2+2?"}],
+    "user_only": [{"role": "user", "content": "Name a color."}],
+    "user_assistant": [{"role": "user", "content": "  Say yes.\n"}, {"role": "assistant", "content": "Yes."}],
+    "alpaca_input": [{"role": "user", "content": "Translate."}, {"role": "user_context", "content": "Bonjour"},
+                     {"role": "assistant", "content": "Hello"}],
+}
+CHAT_TEMPLATES = ("alpaca", "chatml", "llama3", "mistral")
+CHAT_REFS = REFS / "chat_templates.json"
+_RENDER = """
+import importlib.resources, json, sys
+from transformers.utils.chat_template_utils import _compile_jinja_template
+from mergekit._data import chat_templates
+convs, names = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+out = {}
+for name in names:
+    tmpl = _compile_jinja_template(importlib.resources.files(chat_templates).joinpath(name + ".jinja").read_text())
+    for cname, msgs in convs.items():
+        for gen in (False, True):
+            try:
+                out[f"{name}/{cname}/{gen}"] = tmpl.render(messages=msgs, add_generation_prompt=gen, bos_token="<s>", eos_token="</s>")
+            except Exception as e:  # mergekit's template refuses this conversation
+                out[f"{name}/{cname}/{gen}"] = "ERROR"
+print(json.dumps(out, indent=1, sort_keys=True))
+"""
+
+
+def chat_template_refs(python: str) -> None:
+    """mergekit's shipped templates rendered on CONVERSATIONS (in mergekit's venv) -> CHAT_REFS."""
+    r = subprocess.run([python, "-c", _RENDER, json.dumps(CONVERSATIONS), json.dumps(CHAT_TEMPLATES)],
+                       capture_output=True, text=True, check=True)
+    CHAT_REFS.write_text(r.stdout)
+    print(f"chat templates: {len(json.loads(r.stdout))} renders")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mergekit", default="/work/venvs/mergekit/bin/mergekit-yaml")
@@ -292,6 +329,8 @@ def main() -> int:
     if args.table:
         print(table())
         return 0
+    if not args.only or "chat_templates" in args.only:
+        chat_template_refs(str(Path(args.mergekit).parent / "python"))
     REFS.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

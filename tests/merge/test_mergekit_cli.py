@@ -36,10 +36,10 @@ def test_no_copy_tokenizer_and_value_flags(folder):
 
 def test_tokenizer_source_and_chat_template(folder):
     with open(folder / "c.yaml", "a") as f:
-        f.write("tokenizer_source: b\nchat_template: \"{{ messages }}\"\n")
+        f.write("tokenizer_source: b\nchat_template: \"{{ messages | length }} messages\"\n")
     assert _run(["merge", "c.yaml", "out"]) == 0
     tc = json.loads((folder / "out" / "tokenizer_config.json").read_text())
-    assert tc == {"name": "b", "chat_template": "{{ messages }}"}
+    assert tc == {"name": "b", "chat_template": "{{ messages | length }} messages"}
 
 
 @pytest.mark.parametrize("flag,needle", [("--cuda", "--cuda is refused"), ("--gpu-rich", "--gpu-rich is refused"),
@@ -50,7 +50,7 @@ def test_refused_flags_name_themselves(folder, flag, needle, capsys):
     assert not (folder / "out").exists()
 
 
-@pytest.mark.parametrize("line,needle", [("tokenizer_source: union", "union"), ("chat_template: chatml", "named templates"),
+@pytest.mark.parametrize("line,needle", [("tokenizer_source: union", "union"), ("chat_template: chatmlx", "neither a named template"),
                                          ("tokenizer_source: zzz", "neither base"), ("slices: [{sources: [{model: a, layer_range: [0, 1]}]}]", "both models: and slices:"),
                                          ("tokenizer: {source: union}", "tokenizer:")])
 def test_refused_keys_name_themselves(folder, line, needle, capsys):

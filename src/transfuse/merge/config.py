@@ -78,6 +78,13 @@ class MergeConfig(Strict):
     hash_inputs: Literal["sha256", "none"] = "sha256"
     overwrite: bool = False
 
+    def referenced_models(self) -> List[str]:
+        """Every model the config names, once each: the base first, then in the order listed."""
+        names = ([self.base_model] if self.base_model else []) + [m.model for m in self.models]
+        for sl in self.slices or []:
+            names += ([sl.base_model] if sl.base_model else []) + [s.model for s in sl.sources]
+        return list(dict.fromkeys(names))
+
     @model_validator(mode="before")
     @classmethod
     def _dialect(cls, data: Any) -> Any:
@@ -95,9 +102,10 @@ class MergeConfig(Strict):
                 raise TransfuseError("tokenizer_source: union (a union vocabulary with rebuilt embedding rows) is not "
                                      "supported; use tokenizer_source: base or one of the models with the base's vocabulary")
             ct = data.get("chat_template")
-            if isinstance(ct, str) and "{{" not in ct and "{%" not in ct:
-                raise TransfuseError(f"chat_template {ct!r}: mergekit's named templates (chatml, llama3, auto...) are not "
-                                     "built in here; write the Jinja template text itself")
+            if isinstance(ct, str):
+                from .chat_templates import check as check_chat_template
+
+                check_chat_template(ct)
             if data.get("models") and data.get("slices"):
                 raise TransfuseError("the merge config has both models: and slices:; give exactly one of them (as mergekit)")
             if not data.get("models") and not data.get("slices"):

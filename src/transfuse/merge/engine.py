@@ -40,7 +40,7 @@ from ..errors import TransfuseError
 from ._ops import seed_for
 from ._outdir import move_into_place
 from .config import parse_size
-from . import kernels
+from . import chat_templates, kernels
 from .dtypes import F32
 from .io import KERNEL_DTYPES, KERNEL_NP_DTYPES, SIDE_FILES, LayoutWriter, LoraSource, OutFrame, OutSpec, SafetensorsSource, input_sha256, shard_layout
 from .methods import MergeMethod, TensorContext
@@ -578,10 +578,11 @@ def _copy_side_files(plan: Plan, tmp: Path) -> None:
         f = ((tok_dir or src_dir) if is_tok else src_dir) / name
         if f.exists():
             shutil.copyfile(f, tmp / name)
-    if cfg.chat_template:  # mergekit writes the template into tokenizer_config.json
+    template = chat_templates.resolve(cfg.chat_template, cfg.referenced_models())
+    if template:  # mergekit writes the template into the tokenizer's config (auto with no template found: none)
         tc = tmp / "tokenizer_config.json"
         data = json.loads(tc.read_text()) if tc.exists() else {}
-        data["chat_template"] = cfg.chat_template
+        data["chat_template"] = template
         tc.write_text(json.dumps(data, indent=2))
     conf = tmp / "config.json"
     if plan.slice_layout is not None:  # slices: the donor's config with the stacked layer count

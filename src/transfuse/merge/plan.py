@@ -347,7 +347,7 @@ def _check_tokenizer_source(cfg: MergeConfig, ref_vocab: Optional[int], problems
     src = cfg.tokenizer_source
     if src is None or src == "base":
         return
-    names = [m.model for m in cfg.models] + ([cfg.base_model] if cfg.base_model else [])
+    names = cfg.referenced_models()
     if src not in names:
         problems.append(f"tokenizer_source {src!r} is neither base, union nor one of the models; name one of {names}")
         return
