@@ -42,12 +42,34 @@ def test_tokenizer_source_and_chat_template(folder):
     assert tc == {"name": "b", "chat_template": "{{ messages | length }} messages"}
 
 
-@pytest.mark.parametrize("flag,needle", [("--cuda", "--cuda is refused"), ("--gpu-rich", "--gpu-rich is refused"),
+@pytest.mark.parametrize("flag,needle", [("--no-safe-serialization", "--no-safe-serialization is refused"),
                                          ("--bogus", "unknown flag --bogus")])
 def test_refused_flags_name_themselves(folder, flag, needle, capsys):
     assert _run(["merge", "c.yaml", "out", flag]) == 2
     assert needle in capsys.readouterr().err
     assert not (folder / "out").exists()
+
+
+def test_no_write_model_card_and_cpu_flags(folder, capsys):
+    """--no-write-model-card: no README.md; GPU flags: accepted with a note (the merge runs on CPU, same values)."""
+    assert _run(["merge", "c.yaml", "out", "--no-write-model-card", "--cuda", "--device", "cuda:1", "--gpu-rich"]) == 0
+    err = capsys.readouterr().err
+    assert "--cuda: accepted, ignored" in err and "--device cuda:1" in err
+    assert not (folder / "out" / "README.md").exists() and (folder / "out" / "transfuse_merge.json").exists()
+    assert _run(["merge", "c.yaml", "out2", "--write-model-card"]) == 0
+    assert (folder / "out2" / "README.md").exists()
+
+
+def test_unsafe_truncate_embeddings_is_vocab_policy_truncate(folder):
+    write_model(folder / "big", {"w": torch.ones(6, 4)})
+    (folder / "v.yaml").write_text("models:\n  - model: a\n  - model: big\nmerge_method: linear\n")
+    # w is not a vocabulary tensor by name: still a shape mismatch, caught before any work
+    assert _run(["merge", "v.yaml", "out", "--unsafe-truncate-embeddings"]) == 2
+    write_model(folder / "e1", {"model.embed_tokens.weight": torch.zeros(4, 2)})
+    write_model(folder / "e2", {"model.embed_tokens.weight": torch.ones(6, 2)})
+    (folder / "e.yaml").write_text("models:\n  - model: e1\n  - model: e2\nmerge_method: linear\n")
+    assert _run(["merge", "e.yaml", "out", "--unsafe-truncate-embeddings"]) == 0
+    assert torch.equal(read_model(folder / "out")["model.embed_tokens.weight"], torch.full((4, 2), 0.5))
 
 
 @pytest.mark.parametrize("line,needle", [("tokenizer_source: union", "union"), ("chat_template: chatmlx", "neither a named template"),

@@ -68,6 +68,7 @@ class MergeConfig(Strict):
     tokenizer_source: Optional[str] = None  # mergekit: base, union or a model (only when its tokenizer equals the base's)
     chat_template: Optional[str] = None  # mergekit: a Jinja template written into tokenizer_config.json
     copy_tokenizer: bool = True  # mergekit-yaml --copy-tokenizer / --no-copy-tokenizer
+    model_card: bool = True  # README.md with the provenance (mergekit-yaml --no-write-model-card: none)
     output: Optional[str] = None
     shard_size: Union[int, str] = "2GB"
     seed: int = 0

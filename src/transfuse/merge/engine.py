@@ -319,7 +319,8 @@ def execute(plan: Plan, out: Path, *, progress: bool = False) -> Dict[str, Any]:
             hasher.join()
         elapsed = time.time() - t_start
         fused = sum(1 for t in plan.tensors if t.group >= 0 and _fast_ok(plan, plan.instances[t.group], t))
-        (tmp / "README.md").write_text(_model_card(plan, hashes, elapsed, fused))
+        if cfg.model_card:
+            (tmp / "README.md").write_text(_model_card(plan, hashes, elapsed, fused))
         with open(tmp / "transfuse_merge.json", "w") as f:
             json.dump({"config": cfg.model_dump(mode="json"), "inputs_sha256": hashes, "input_files_sha256": file_hashes,
                        "merge_seconds": elapsed, "fused_tensors": fused}, f, indent=2)

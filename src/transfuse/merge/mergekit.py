@@ -137,6 +137,7 @@ def translate(method: str, params: Dict[str, Any]) -> Tuple[str, Dict[str, Any],
 
 
 # mergekit-yaml flags: accepted (with what they mean here) or refused
+_CPU = "accepted, ignored: transfuse merges on CPU, streaming at disk speed (the merged values are the same)"
 FLAGS = {
     "--copy-tokenizer": "accepted: the tokenizer files of the base (or tokenizer_source) are copied (the default)",
     "--no-copy-tokenizer": "accepted: no tokenizer files are written",
@@ -146,30 +147,34 @@ FLAGS = {
     "--low-cpu-memory": "accepted: the merge streams tensor by tensor anyway",
     "--no-low-cpu-memory": "accepted",
     "--safe-serialization": "accepted: the output is always safetensors",
-    "--write-model-card": "accepted: a model card is always written",
-    "--clone-tensors": "accepted: inputs are never modified",
+    "--write-model-card": "accepted: a model card (README.md) is written (the default)",
+    "--no-write-model-card": "accepted: no README.md is written (transfuse_merge.json, the provenance record, still is)",
+    "--clone-tensors": "accepted: inputs are never modified", "--no-clone-tensors": "accepted",
     "--trust-remote-code": "accepted: no remote code is run (configs and tensors are read as data)",
     "--no-allow-crimes": "accepted", "--no-trust-remote-code": "accepted", "--no-quiet": "accepted",
     "--no-lazy-unpickle": "accepted", "--no-cuda": "accepted: the merge runs on CPU",
     "--async-write": "accepted: shards are written by a writer thread anyway", "--no-async-write": "accepted",
-    "--no-read-to-gpu": "accepted", "--no-multi-gpu": "accepted",
-    "--read-to-gpu": "refused: the merge runs on CPU; drop --read-to-gpu",
-    "--multi-gpu": "refused: the merge runs on CPU; drop --multi-gpu",
-    "--gpu-rich": "refused: the merge runs on CPU; drop --gpu-rich",
-    "--unsafe-truncate-embeddings": "refused: set vocab_policy: truncate in the config instead",
-    "--quiet": "accepted", "-q": "accepted", "--verbose": "accepted", "-v": "accepted",
-    "--cuda": "refused: the merge runs on CPU (it streams at disk speed); drop --cuda",
-    "--device": "refused: the merge runs on CPU; drop --device",
-    "--no-safe-serialization": "refused: the output is always safetensors",
-    "--no-write-model-card": "refused: a model card with provenance is always written",
+    "--no-read-to-gpu": "accepted", "--no-multi-gpu": "accepted", "--no-gpu-rich": "accepted",
+    "--cuda": _CPU, "--read-to-gpu": _CPU, "--multi-gpu": _CPU, "--gpu-rich": _CPU,
+    "--unsafe-truncate-embeddings": "accepted: vocab_policy truncate (trailing embedding rows past the reference's "
+                                    "vocabulary are dropped; --check says when a model has fewer rows than the reference)",
+    "--no-unsafe-truncate-embeddings": "accepted",
+    "--quiet": "accepted", "-q": "accepted", "--verbose": "accepted", "-v": "accepted", "-vv": "accepted",
+    "--no-safe-serialization": "refused: the output is always safetensors (pickled weights can run code when loaded)",
 }
+# value flags -> the config key they set (None: accepted, no meaning here)
 VALUE_FLAGS = {"--out-shard-size": "shard_size", "--random-seed": "seed", "--lora-merge-cache": None,
                "--transformers-cache": None, "--num-threads": "threads", "-j": "threads",
-               "--write-threads": None, "--lora-merge-dtype": None}
+               "--write-threads": None, "--lora-merge-dtype": None, "--device": None}
+# flags that set a config key: flag -> (key, value)
+_SETS = {"--no-write-model-card": ("model_card", "false"), "--write-model-card": ("model_card", "true"),
+         "--unsafe-truncate-embeddings": ("vocab_policy", "truncate")}
 
 
-def read_flags(words: List[str]) -> Tuple[List[str], Dict[str, Any], bool]:
-    """Split mergekit-yaml flags off the command words: (other words, overrides, copy_tokenizer)."""
+def read_flags(words: List[str]) -> Tuple[List[str], Dict[str, Any], bool, List[str]]:
+    """Split mergekit-yaml flags off the command words: (other words, overrides, copy_tokenizer,
+    notes to print: flags accepted but ignored)."""
+    notes: List[str] = []
     rest: List[str] = []
     overrides: Dict[str, Any] = {}
     copy_tokenizer = True
@@ -185,10 +190,16 @@ def read_flags(words: List[str]) -> Tuple[List[str], Dict[str, Any], bool]:
             target = VALUE_FLAGS[key]
             if target:
                 overrides[target] = value
+            elif key == "--device" and value not in ("cpu", "auto"):
+                notes.append(f"--device {value}: {_CPU}")
             continue
         if key in FLAGS:
             if FLAGS[key].startswith("refused"):
                 raise TransfuseError(f"mergekit flag {key} is {FLAGS[key]}")
+            if FLAGS[key] == _CPU:
+                notes.append(f"{key}: {_CPU}")
+            if key in _SETS:
+                overrides[_SETS[key][0]] = _SETS[key][1]
             copy_tokenizer = False if key == "--no-copy-tokenizer" else (True if key == "--copy-tokenizer" else copy_tokenizer)
             i += 1
             continue
@@ -197,4 +208,4 @@ def read_flags(words: List[str]) -> Tuple[List[str], Dict[str, Any], bool]:
                                  f"({', '.join(sorted(FLAGS))}, {', '.join(sorted(VALUE_FLAGS))})")
         rest.append(w)
         i += 1
-    return rest, overrides, copy_tokenizer
+    return rest, overrides, copy_tokenizer, notes

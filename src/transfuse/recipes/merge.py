@@ -38,8 +38,11 @@ def main(config_path: Path, overrides: List[str], *, check: bool, allow_pickle: 
         config_path = shipped  # a shipped example by name: `transfuse merge merge_ties ...`
     from ..merge.mergekit import read_flags
 
-    words, flag_overrides, copy_tokenizer = read_flags(list(overrides))  # mergekit-yaml's flags
-    overrides = positional_output(words) + [f"{k}={v if str(v).isdigit() else json.dumps(v)}" for k, v in flag_overrides.items()]
+    words, flag_overrides, copy_tokenizer, notes = read_flags(list(overrides))  # mergekit-yaml's flags
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    overrides = positional_output(words) + [f"{k}={v if str(v).isdigit() or v in ('true', 'false') else json.dumps(v)}"
+                                            for k, v in flag_overrides.items()]
     if not copy_tokenizer:
         overrides.append("copy_tokenizer=false")
     result = merge(config_path, overrides, check=check, allow_pickle=allow_pickle, progress=sys.stderr.isatty())
