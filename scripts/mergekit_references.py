@@ -84,6 +84,36 @@ def build_inputs(root: Path) -> None:
         d.mkdir(parents=True, exist_ok=True)
         (d / "config.json").write_text(json.dumps(ARCH[arch], indent=1))
         save_file(model_tensors(name), str(d / "model.safetensors"), metadata={"format": "pt"})
+    build_vocab_inputs(root)
+
+
+# models with tokenizers that differ by a few added tokens: name -> (tensors of, added tokens past the shared 128)
+_SHARED = ["<unk>", "<s>", "</s>"] + [f"w{i}" for i in range(3, 126)]  # ids 0..125, then 2 special added tokens
+VOCAB_MODELS = {"tok_base": ("base", []), "tok_a": ("model_a", ["<tool>", "<think>"]), "tok_b": ("model_b", ["<think>", "<code>"])}
+
+
+def build_vocab_inputs(root: Path) -> None:
+    """tok_base / tok_a / tok_b: the base / model_a / model_b tensors, each with a WordLevel tokenizer
+    (transformers' PreTrainedTokenizerFast) of 128 shared tokens plus its own added ones, one
+    embedding row (seeded) per added token."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    for name, (tensors_of, extra) in VOCAB_MODELS.items():
+        d = root / name
+        d.mkdir(parents=True, exist_ok=True)
+        tok = Tokenizer(models.WordLevel({t: i for i, t in enumerate(_SHARED)}, unk_token="<unk>"))
+        tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+        fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
+        fast.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+        fast.add_tokens(extra)
+        fast.save_pretrained(str(d))
+        tensors = model_tensors(tensors_of)
+        g = torch.Generator().manual_seed(100 + len(name) + sum(map(ord, name)))
+        emb = tensors["model.embed_tokens.weight"]  # (128, hidden)
+        tensors["model.embed_tokens.weight"] = torch.cat([emb, torch.randn(len(extra), emb.shape[1], generator=g) * 0.1]).contiguous()
+        (d / "config.json").write_text(json.dumps(dict(ARCH["llama"], vocab_size=128 + len(extra)), indent=1))
+        save_file(tensors, str(d / "model.safetensors"), metadata={"format": "pt"})
 
 
 _ABC = "models:\n  - model: model_a\n    parameters: {P1}\n  - model: model_b\n    parameters: {P2}\n"
@@ -158,6 +188,18 @@ CASES: Dict[str, tuple] = {
                              "      - model: tall_b\n        layer_range: [2, 4]\n"
                              "        parameters:\n          weight:\n            - filter: layers.2.\n              value: 2.0\n            - value: 1.0\n"
                              "merge_method: linear\ndtype: float32\n", "exact"),
+    # tokenizer_source / tokenizer: (a rebuilt vocabulary; compared token by token)
+    "union_ties": ("models:\n  - model: tok_a\n    parameters: {weight: 0.6, density: 0.5}\n  - model: tok_b\n    parameters: {weight: 0.4, density: 0.7}\n"
+                   "merge_method: ties\nbase_model: tok_base\ntokenizer_source: union\ndtype: float32\n", "exact"),
+    "union_linear": ("models:\n  - model: tok_a\n    parameters: {weight: 0.7}\n  - model: tok_b\n    parameters: {weight: 0.3}\n"
+                     "merge_method: linear\ntokenizer_source: union\ndtype: float32\n", "exact"),
+    "tokenizer_source_model": ("models:\n  - model: tok_a\n    parameters: {weight: 0.5}\n  - model: tok_b\n    parameters: {weight: 0.5}\n"
+                               "merge_method: task_arithmetic\nbase_model: tok_base\ntokenizer_source: tok_a\ndtype: float32\n", "exact"),
+    "tokenizer_block": ("models:\n  - model: tok_a\n    parameters: {weight: 0.6, density: 0.5}\n  - model: tok_b\n    parameters: {weight: 0.4, density: 0.7}\n"
+                        "merge_method: ties\nbase_model: tok_base\ndtype: float32\ntokenizer:\n  source: union\n  pad_to_multiple_of: 8\n  tokens:\n"
+                        "    <think>:\n      source: tok_a\n    <tool>:\n      source: {kind: zero}\n"
+                        "    <new>:\n      source: {kind: model_token, model: tok_b, token: w5}\n"
+                        "    w7:\n      source: tok_base\n      force: true\n", "exact"),
     # random (DARE family): statistics only
     "dare_ties": (_ABC.format(P1="{weight: 0.6, density: 0.5}", P2="{weight: 0.4, density: 0.5}") + "merge_method: dare_ties\nbase_model: base\ndtype: float32\n", "random"),
     "dare_linear": (_ABC.format(P1="{weight: 0.6, density: 0.5}", P2="{weight: 0.4, density: 0.5}") + "merge_method: dare_linear\nbase_model: base\ndtype: float32\n", "random"),
@@ -195,6 +237,40 @@ def delta_stats(merged: Dict[str, torch.Tensor], base: Dict[str, torch.Tensor]) 
 _ULP = {"float16": 2.0 ** -10, "bfloat16": 2.0 ** -7}
 
 
+def _vocab_meta(yaml_text: str, out: Path) -> Dict[str, str]:
+    """The output tokenizer's vocabulary and config vocab_size, for configs that rebuild it."""
+    if "tokenizer" not in yaml_text:
+        return {}
+    from transformers import AutoTokenizer
+
+    vocab = AutoTokenizer.from_pretrained(str(out)).get_vocab()
+    return {"vocab": json.dumps(vocab, sort_keys=True), "vocab_size": str(json.loads((out / "config.json").read_text())["vocab_size"])}
+
+
+def _by_token(ref: Dict[str, torch.Tensor], got: Dict[str, torch.Tensor], meta: Dict[str, str], out_dir: Path) -> str:
+    """Reorder transfuse's vocabulary rows into the reference's token order (mergekit adds the
+    models' tokens in the order of a Python set, transfuse in the config's); '' or what differs."""
+    from transformers import AutoTokenizer
+
+    ref_vocab = json.loads(meta["vocab"])
+    our_vocab = AutoTokenizer.from_pretrained(str(out_dir)).get_vocab()
+    if set(ref_vocab) != set(our_vocab):
+        return f"vocabularies differ: {sorted(set(ref_vocab) ^ set(our_vocab))[:5]}"
+    cfg_size = json.loads((Path(out_dir) / "config.json").read_text()).get("vocab_size")
+    if str(cfg_size) != meta["vocab_size"]:
+        return f"config vocab_size {cfg_size} != {meta['vocab_size']}"
+    n = len(ref_vocab)
+    for k, r in ref.items():
+        if r.shape != got[k].shape:
+            return f"{k}: shape {list(got[k].shape)} != {list(r.shape)}"
+        if r.dim() >= 1 and r.shape[0] >= n and ("embed_tokens" in k or "lm_head" in k):
+            order = torch.arange(r.shape[0])
+            for t, i in ref_vocab.items():
+                order[i] = our_vocab[t]
+            got[k] = got[k][order]
+    return ""
+
+
 def compare(case: str, out_dir: Path) -> Dict[str, float]:
     """transfuse's output in out_dir against the stored mergekit reference of one case.
 
@@ -215,6 +291,10 @@ def compare(case: str, out_dir: Path) -> Dict[str, float]:
     extra = sorted(set(got) - set(ref))
     if missing or extra:
         return {"missing": len(missing), "extra": len(extra)}
+    if "vocab" in meta:
+        why = _by_token(ref, got, meta, Path(out_dir))
+        if why:
+            return {"missing": 1.0, "why": why}
     out_dtype = str(next(iter(got.values())).dtype).replace("torch.", "")
     res: Dict[str, float] = {"dtype_match": float(out_dtype == meta["dtype"])}
     if "num_hidden_layers" in meta:  # config.json's layer count (slices stack layers)
@@ -274,7 +354,7 @@ def table() -> str:
             method = next(l.split(":", 1)[1].strip() for l in text.splitlines() if l.startswith("merge_method"))
             try:
                 r = compare(case, run_transfuse(case, root))
-                cell = ", ".join(f"{k} {v:.3g}" for k, v in r.items())
+                cell = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in r.items())
                 if case in DEVIATIONS:
                     cell += f" ({DEVIATIONS[case][2]})"
             except Exception as e:  # noqa: BLE001 - the table reports failures
@@ -358,7 +438,7 @@ def main() -> int:
             out_cfg = json.loads((out / "config.json").read_text())
             save_file(tensors, str(REFS / f"{case}.safetensors"),
                       metadata={"kind": kind, "dtype": dtype, "config": yaml_text, "mergekit": "0.1.5",
-                                "num_hidden_layers": str(out_cfg.get("num_hidden_layers"))})
+                                "num_hidden_layers": str(out_cfg.get("num_hidden_layers")), **_vocab_meta(yaml_text, out)})
             print(f"{case}: {kind}, {len(tensors)} tensors, {dtype}")
     return 0
 

@@ -72,7 +72,7 @@ def test_unsafe_truncate_embeddings_is_vocab_policy_truncate(folder):
     assert torch.equal(read_model(folder / "out")["model.embed_tokens.weight"], torch.full((4, 2), 0.5))
 
 
-@pytest.mark.parametrize("line,needle", [("tokenizer_source: union", "union"), ("chat_template: chatmlx", "neither a named template"),
+@pytest.mark.parametrize("line,needle", [("tokenizer_source: union", "no tokenizer transformers can load"), ("chat_template: chatmlx", "neither a named template"),
                                          ("tokenizer_source: zzz", "neither base"), ("slices: [{sources: [{model: a, layer_range: [0, 1]}]}]", "both models: and slices:"),
                                          ("tokenizer: {source: union}", "tokenizer:")])
 def test_refused_keys_name_themselves(folder, line, needle, capsys):

@@ -48,6 +48,38 @@ class OutputSlice(Strict):
     parameters: Dict[str, Any] = Field(default_factory=dict, validation_alias=AliasChoices("parameters", "params"))
 
 
+class TokenSource(Strict):
+    """mergekit ``ZeroEmbedding`` ({kind: zero}) or ``ModelTokenEmbedding`` ({kind: model_token, model, token | token_id})."""
+
+    kind: Literal["zero", "model_token"]
+    model: Optional[str] = None
+    token: Optional[str] = None
+    token_id: Optional[int] = None
+
+    @model_validator(mode="after")
+    def _one_token(self):
+        from ..errors import TransfuseError
+
+        if self.kind == "model_token" and (self.model is None or (self.token is None) == (self.token_id is None)):
+            raise TransfuseError("tokenizer.tokens: a {kind: model_token} source needs model and exactly one of token, token_id")
+        return self
+
+
+class TokenEmbedding(Strict):
+    """mergekit ``TokenEmbeddingConfig``: where one token's embedding row comes from."""
+
+    source: Union[TokenSource, str, None] = None  # a model, or a TokenSource
+    force: bool = False  # use the source even for models that have the token
+
+
+class TokenizerBlock(Strict):
+    """mergekit ``tokenizer:`` (``TokenizerConfig``): the output vocabulary and per-token embedding sources."""
+
+    source: str = "union"  # union, base, or a model
+    tokens: Dict[str, TokenEmbedding] = Field(default_factory=dict)
+    pad_to_multiple_of: Optional[int] = Field(default=None, ge=1)
+
+
 class Override(Strict):
     pattern: str
     parameters: Dict[str, Any] = Field(default_factory=dict, validation_alias=AliasChoices("parameters", "params"))
@@ -65,7 +97,8 @@ class MergeConfig(Strict):
     overrides: List[Override] = Field(default_factory=list)
     dtype: Optional[str] = None  # compute dtype (default float32); mergekit dialect: also the output dtype
     out_dtype: Optional[str] = None
-    tokenizer_source: Optional[str] = None  # mergekit: base, union or a model (only when its tokenizer equals the base's)
+    tokenizer_source: Optional[str] = None  # mergekit: base, union or a model (embedding rows rebuilt: transfuse.merge.vocab)
+    tokenizer: Optional[TokenizerBlock] = None  # mergekit's tokenizer: block (instead of tokenizer_source)
     chat_template: Optional[str] = None  # mergekit: a Jinja template written into tokenizer_config.json
     copy_tokenizer: bool = True  # mergekit-yaml --copy-tokenizer / --no-copy-tokenizer
     model_card: bool = True  # README.md with the provenance (mergekit-yaml --no-write-model-card: none)
@@ -99,9 +132,8 @@ class MergeConfig(Strict):
             for key, why in REFUSED_KEYS.items():
                 if data.get(key) is not None:
                     raise TransfuseError(f"{key}: {why}")
-            if data.get("tokenizer_source") == "union":
-                raise TransfuseError("tokenizer_source: union (a union vocabulary with rebuilt embedding rows) is not "
-                                     "supported; use tokenizer_source: base or one of the models with the base's vocabulary")
+            if data.get("tokenizer_source") is not None and data.get("tokenizer") is not None:
+                raise TransfuseError("the config has both tokenizer_source and tokenizer:; give one of them (as mergekit)")
             ct = data.get("chat_template")
             if isinstance(ct, str):
                 from .chat_templates import check as check_chat_template

@@ -45,6 +45,7 @@ from .dtypes import F32
 from .io import KERNEL_DTYPES, KERNEL_NP_DTYPES, SIDE_FILES, LayoutWriter, LoraSource, OutFrame, OutSpec, SafetensorsSource, input_sha256, shard_layout
 from .methods import MergeMethod, TensorContext
 from .plan import Plan, TensorPlan
+from .vocab import write_tokenizer
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -118,7 +119,14 @@ class _Loader:
         base = None
         if self.plan.base is not None:
             base = flat[K * n : (K + 1) * n].view(shape)
-            _read_into(self.plan.reference, tp.name, sl, base)
+            if not tp.vocab:
+                _read_into(self.plan.reference, tp.name, sl, base)
+        if tp.vocab:  # rows rebuilt per token of the output vocabulary
+            self._read_vocab(tp, r0, r1, x, base)
+            for i in range(K):
+                if method.operates_on == "deltas":
+                    x[i].sub_(base)
+            return x, base, buf
         for i, src in enumerate(self.plan.experts):
             if isinstance(src, LoraSource) or tp.alias[i] or (has_rows and tp.rows_in[i] < r1):
                 x[i].copy_(self._read_expert(i, tp, r0, r1, has_rows))
@@ -127,6 +135,29 @@ class _Loader:
             if method.operates_on == "deltas":
                 x[i].sub_(base)
         return x, base, buf
+
+
+    def _read_vocab(self, tp: TensorPlan, r0: int, r1: int, x: Tensor, base: Optional[Tensor]) -> None:
+        """x[i] (and base) <- rows [r0, r1) of each model's tensor rebuilt on the output vocabulary."""
+        plan, vocab = self.plan, self.plan.vocabulary
+        where = {}  # model -> (source, its name of this tensor)
+        if plan.base is not None:
+            where[plan.config.base_model] = (plan.base, tp.name)
+        for i, (m, src) in enumerate(zip(plan.models, plan.experts)):
+            where.setdefault(m.model, (src, tp.alias[i] or tp.name))
+
+        def read_row(model: str, row: int) -> Tensor:
+            src, name = where[model]
+            return src.read(name, slice(row, row + 1))[0].float()
+
+        def rebuilt(model: str) -> Tensor:
+            src, name = where[model]
+            return vocab.read(model, tp.name, r0, r1, lambda lo, hi: src.read(name, slice(lo, hi)), read_row, tp.shape[1:])
+
+        if base is not None:
+            base.copy_(rebuilt(plan.config.base_model))
+        for i, m in enumerate(plan.models):
+            x[i].copy_(rebuilt(m.model))
 
 
 def _read_into(src, name: str, rows: Optional[slice], out: Tensor) -> None:
@@ -473,7 +504,7 @@ def _fast_ok(plan: Plan, inst: MergeMethod, t: TensorPlan) -> bool:
     """Whether tensor ``t`` can take the fused path: numba present, the method implements this
     configuration, float32 compute, every input a safetensors file holding ``t`` itself (no tied
     alias, no padded rows) in one of the kernels' dtypes (the experts all alike)."""
-    if not (kernels.available() and inst.fast() and plan.compute_dtype == F32 and t.out_dtype in KERNEL_DTYPES):
+    if t.vocab or not (kernels.available() and inst.fast() and plan.compute_dtype == F32 and t.out_dtype in KERNEL_DTYPES):
         return False
     rows = t.shape[0] if t.shape else 0
     if any(a is not None for a in t.alias) or any(r != rows for r in t.rows_in):
@@ -569,16 +600,18 @@ def _copy_side_files(plan: Plan, tmp: Path) -> None:
         src_dir = plan.reference.config_dir
     if src_dir is None:
         return
-    tok_dir = Path(cfg.tokenizer_source) if cfg.tokenizer_source not in (None, "base") else None
+    tok_dir = Path(cfg.tokenizer_source) if cfg.tokenizer_source not in (None, "base", "union") else None
     if cfg.tokenizer_source == "base" and cfg.base_model:
         tok_dir = Path(cfg.base_model)
     for name in SIDE_FILES:
         is_tok = name not in ("config.json", "generation_config.json", "preprocessor_config.json")
-        if is_tok and not cfg.copy_tokenizer:
-            continue  # mergekit-yaml --no-copy-tokenizer
+        if is_tok and (not cfg.copy_tokenizer or plan.vocabulary is not None):
+            continue  # mergekit-yaml --no-copy-tokenizer; a rebuilt vocabulary writes its own tokenizer
         f = ((tok_dir or src_dir) if is_tok else src_dir) / name
         if f.exists():
             shutil.copyfile(f, tmp / name)
+    if plan.vocabulary is not None:  # the output tokenizer (mergekit saves it even with --no-copy-tokenizer)
+        write_tokenizer(plan.vocabulary, tmp)
     template = chat_templates.resolve(cfg.chat_template, cfg.referenced_models())
     if template:  # mergekit writes the template into the tokenizer's config (auto with no template found: none)
         tc = tmp / "tokenizer_config.json"
@@ -588,6 +621,8 @@ def _copy_side_files(plan: Plan, tmp: Path) -> None:
     conf = tmp / "config.json"
     if plan.slice_layout is not None:  # slices: the donor's config with the stacked layer count
         conf.write_text(json.dumps(plan.slice_layout.out_config, indent=2))
+    if plan.vocabulary is not None and conf.exists():  # the output vocabulary's (padded) size
+        conf.write_text(json.dumps({**json.loads(conf.read_text()), "vocab_size": plan.vocabulary.rows}, indent=2))
     if conf.exists() and cfg.out_dtype:
         try:
             data = json.loads(conf.read_text())

@@ -21,7 +21,6 @@ _LAYER = re.compile(r"\.(?:layers|h|blocks|layer)\.(\d+)\.")
 # keys of a mergekit config with no meaning here, and why
 REFUSED_KEYS = {
     "modules": "modules: (per-module merges of multimodal models) is not supported; use models:",
-    "tokenizer": "tokenizer: blocks (per-token embedding sources) are not supported; drop the block to keep the base tokenizer",
 }
 
 

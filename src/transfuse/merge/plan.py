@@ -24,6 +24,7 @@ from .dtypes import BF16, F16, F32, F64, DType
 from .io import LoraSource, Source, open_source
 from .methods import MergeMethod, methods
 from .slices import SliceLayout, expand as expand_slices
+from .vocab import Vocabulary, build as build_vocabulary, needed as vocabulary_needed
 
 _VOCAB_NAME = re.compile(r"(embed_tokens|lm_head|wte|word_embeddings|embed_out|output\.weight|shared\.weight)")
 _DTYPES = {"float32": F32, "fp32": F32, "float16": F16, "fp16": F16, "bfloat16": BF16, "bf16": BF16, "float64": F64}
@@ -45,6 +46,7 @@ class TensorPlan:
     group: int  # index of the method instance that merges it; -1 = copied from the reference
     rows_in: List[int] = field(default_factory=list)  # per expert: rows it has (vocab pad/truncate)
     alias: List[Optional[str]] = field(default_factory=list)  # per expert: name to read instead (tied)
+    vocab: bool = False  # rows rebuilt per token of the output vocabulary (Plan.vocabulary)
 
 
 @dataclass
@@ -67,6 +69,7 @@ class Plan:
     group_weights: List[List[float]]  # per method instance: (K,) weights of its tensors
     group_per_model: List[List[Dict[str, Any]]]  # per method instance: each model's own parameters
     slice_layout: Optional[SliceLayout] = None  # a slices: config: the virtual models and the output config
+    vocabulary: Optional[Vocabulary] = None  # tokenizer_source / tokenizer: the output vocabulary (vocab.py)
 
     @cached_property
     def weights(self) -> "torch.Tensor":
@@ -257,6 +260,20 @@ def make_plan(cfg: MergeConfig, *, allow_pickle: bool) -> Plan:
         raise TransfuseError(f"merge method {cfg.method!r} takes exactly {instances[0].models_required} models{extra}, got {len(experts)}")
 
     problems: List[str] = list(layout.problems) if layout is not None else []
+    vocabulary = None
+    if vocabulary_needed(cfg):
+        if layout is not None:
+            raise TransfuseError("tokenizer_source / tokenizer: with slices: is not supported (the embedding rows of "
+                                 "stacked models are not rebuilt); drop the tokenizer setting or merge with models:")
+        if any(isinstance(e, LoraSource) for e in experts):
+            raise TransfuseError("tokenizer_source / tokenizer: with LoRA adapters is not supported; merge the adapters first")
+        names = list(dict.fromkeys(([cfg.base_model] if cfg.base_model else []) + [m.model for m in models]))
+        configs = {n: s.config() for n, s in zip([m.model for m in models] + ([cfg.base_model] if cfg.base_model else []),
+                                                  experts + ([base] if base is not None else []))}
+        before = len(problems)
+        _check_tokenizer_source(cfg, None, problems)
+        if len(problems) == before:
+            vocabulary = build_vocabulary(cfg, names, cfg.base_model, configs, problems)
     ref_cfg = reference.config()
     ref_arch = ref_cfg.get("architectures"), ref_cfg.get("model_type")
     for m, e in zip(models, experts):
@@ -277,6 +294,8 @@ def make_plan(cfg: MergeConfig, *, allow_pickle: bool) -> Plan:
             tensors.append(TensorPlan(name, shape, dtype, -1))
             continue
         tp = TensorPlan(name, shape, out_dtype or dtype, group_of[name])
+        if vocabulary is not None and len(shape) >= 1 and _VOCAB_NAME.search(name):
+            tp.vocab, tp.shape = True, (vocabulary.rows, *shape[1:])
         for m, e, infos in zip(models, experts, expert_infos):
             tp.alias.append(None)
             tp.rows_in.append(shape[0] if shape else 0)
@@ -296,7 +315,9 @@ def make_plan(cfg: MergeConfig, *, allow_pickle: bool) -> Plan:
                     problems.append(f"missing tensor: {m.model!r} has no {name} (the reference has it)")
                     continue
             eshape, edtype = infos[src_name]
-            if eshape != shape:
+            if tp.vocab and eshape[1:] != shape[1:]:
+                problems.append(f"shape mismatch: {name} is {list(eshape)} in {m.model!r} but {list(shape)} in the reference")
+            elif eshape != shape and not tp.vocab:
                 is_vocab = (
                     len(eshape) == len(shape) and len(shape) >= 1 and eshape[1:] == shape[1:] and _VOCAB_NAME.search(name)
                 )
@@ -331,21 +352,22 @@ def make_plan(cfg: MergeConfig, *, allow_pickle: bool) -> Plan:
     ref_vocab = ref_cfg.get("vocab_size")
     for m, e in zip(models, experts):
         v = e.config().get("vocab_size") if not isinstance(e, LoraSource) else None
-        if ref_vocab and v and v != ref_vocab and cfg.vocab_policy == "error" and not any("vocabulary" in p for p in problems):
+        if ref_vocab and v and v != ref_vocab and cfg.vocab_policy == "error" and vocabulary is None and not any("vocabulary" in p for p in problems):
             problems.append(f"vocabulary size mismatch: {m.model!r} config says {v}, the reference {ref_vocab}; set vocab_policy: pad or truncate")
-    _check_tokenizer_source(cfg, ref_vocab, problems)
+    if vocabulary is None:
+        _check_tokenizer_source(cfg, ref_vocab, problems)
     # de-duplicate: one line per kind of problem per model
     problems = _summarise(problems)
     notes = _summarise(notes)
     return Plan(cfg, base, experts, reference, group_weights[0], group_per_model[0], instances,
                 instance_params, tensors, compute_dtype, problems, notes, statistics,
-                models, method_name, group_weights, group_per_model, layout)
+                models, method_name, group_weights, group_per_model, layout, vocabulary)
 
 
 def _check_tokenizer_source(cfg: MergeConfig, ref_vocab: Optional[int], problems: List[str]) -> None:
     """mergekit's tokenizer_source: base (the default here) or a listed model with the base's vocabulary."""
-    src = cfg.tokenizer_source
-    if src is None or src == "base":
+    src = cfg.tokenizer.source if cfg.tokenizer is not None else cfg.tokenizer_source
+    if src is None or src in ("base", "union"):
         return
     names = cfg.referenced_models()
     if src not in names:
@@ -354,8 +376,8 @@ def _check_tokenizer_source(cfg: MergeConfig, ref_vocab: Optional[int], problems
     path = Path(src)
     v = read_json(path / "config.json").get("vocab_size") if (path / "config.json").exists() else None
     if ref_vocab and v and v != ref_vocab:
-        problems.append(f"tokenizer_source {src!r} has {v} tokens and the merged embeddings {ref_vocab}: rebuilding the "
-                        "embedding rows for another vocabulary is not supported; use tokenizer_source: base or mergekit")
+        problems.append(f"tokenizer_source {src!r} has {v} tokens and the merged embeddings {ref_vocab}, and its tokenizer "
+                        "cannot be loaded to rebuild the rows per token; add its tokenizer files")
 
 
 def _tied_partner(name: str, infos: Dict[str, Any]) -> Optional[str]:

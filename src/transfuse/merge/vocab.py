@@ -1,0 +1,258 @@
+"""mergekit's ``tokenizer_source`` / ``tokenizer:``: an output vocabulary and embedding rows rebuilt per token.
+
+Follows mergekit 0.1.5 ``tokenizer/build.py`` (``build_tokenizer``, ``build_union_tokenizer``) and
+``tokenizer/embed.py`` (``PermutedVocabulary``):
+
+- the output tokenizer is the base's (``base``; the base is ``base_model``, else the first model),
+  a model's, or the union: the base's tokenizer, then every other model's tokens it lacks (plain
+  tokens first, then added tokens, the first settings of each kept), added in that order; then the
+  ``tokenizer.tokens`` keys it still lacks;
+- each model's vocabulary tensors (embeddings, lm_head: rows indexed by token) are rebuilt with one
+  row per output token: its own row where it has the token; otherwise a default shared by all
+  models: the one model's row when a single model has the token, the base's when the base has it,
+  else the mean over the models that have it, zero when none has; ``tokens:`` entries choose a
+  model's row, another token's row or zero instead (``force`` applies them to every model);
+- ``pad_to_multiple_of`` pads with rows equal to the mean of the real rows; ``vocab_size`` of the
+  output config is the (padded) vocabulary size.
+
+Rows are gathered per row block as the engine streams (the model's rows of that block, the
+defaults read once per tensor), so nothing larger than a block is read at once. The tokenizers are
+read and written with transformers (``AutoTokenizer``), as mergekit does.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from .._lazy import torch
+from ..errors import TransfuseError
+from .config import MergeConfig, TokenEmbedding, TokenSource
+
+VOCAB_NAME = re.compile(r"(embed_tokens|lm_head|wte|word_embeddings|embed_out|output\.weight|shared\.weight)")
+
+
+def _load_tokenizer(path: str):
+    if not Path(path).is_dir():
+        return None
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(path, use_fast=True, local_files_only=True)
+    except Exception:  # noqa: BLE001 - any failure means: no usable tokenizer there
+        return None
+
+
+def _vocab_size(cfg: Dict[str, Any], tok) -> int:
+    return int(cfg.get("vocab_size") or len(tok.get_vocab()))
+
+
+def _union_tokenizer(base_tok, tokenizers: Dict[str, Any], sizes: Dict[str, int]):
+    """mergekit ``build_union_tokenizer``: the base's tokenizer plus every other model's tokens."""
+    plain: Dict[str, int] = {}
+    added: Dict[str, Any] = {}
+    for model, tok in tokenizers.items():
+        decoder = tok.added_tokens_decoder  # {id: AddedToken}
+        added_names = {info.content for info in decoder.values()}
+        for t, idx in tok.get_vocab().items():
+            if idx < sizes[model] and t not in added_names and t not in plain:
+                plain[t] = len(plain)
+        for idx, info in decoder.items():
+            if idx < sizes[model] and info.content not in added:
+                added[info.content] = info
+    with tempfile.TemporaryDirectory() as tmp:  # a copy: the base's tokenizer stays as loaded
+        base_tok.save_pretrained(tmp)
+        from transformers import AutoTokenizer
+
+        out = AutoTokenizer.from_pretrained(tmp, use_fast=True)
+    base_vocab = base_tok.get_vocab()
+    for t in plain:
+        if t not in added and t not in base_vocab:
+            out.add_tokens(t)
+    for info in added.values():
+        out.add_tokens(info)
+    return out
+
+
+@dataclass
+class Vocabulary:
+    """The output vocabulary and, per input model, where each of its output rows comes from."""
+
+    tokenizer: Any  # transformers tokenizer written to the output
+    n_tokens: int  # tokens in the output vocabulary
+    rows: int  # output rows (n_tokens padded to pad_to_multiple_of)
+    perms: Dict[str, np.ndarray]  # model -> (n_tokens,) its row of each output token, -1 when it lacks it
+    defaults: Dict[int, Tuple]  # output row -> ("rows", [(model, row), ...]) mean of those rows; ("zero",)
+    forced: np.ndarray  # (n_tokens,) bool: the default is used even where a model has the token
+    _cache: Dict[Tuple[str, int], Any] = field(default_factory=dict)
+
+    def default_row(self, row: int, name: str, read_row) -> Optional["torch.Tensor"]:
+        """The shared default of output row ``row`` of tensor ``name`` (float32), None when it has none."""
+        key = (name, row)
+        if key not in self._cache:
+            spec = self.defaults.get(row)
+            if spec is None:
+                self._cache[key] = None
+            elif spec[0] == "zero":
+                self._cache[key] = 0.0
+            else:
+                self._cache[key] = sum(read_row(m, r) for m, r in spec[1]) / len(spec[1])
+        return self._cache[key]
+
+    def read(self, model: str, name: str, r0: int, r1: int, read_rows, read_row, shape_rest) -> "torch.Tensor":
+        """Rows [r0, r1) of ``model``'s rebuilt tensor (float32): ``read_rows(lo, hi)`` reads its own rows,
+        ``read_row(model, row)`` one row of any model (for the defaults)."""
+        out = torch.zeros((r1 - r0, *shape_rest), dtype=torch.float32)
+        hi_tok = min(r1, self.n_tokens)
+        if r0 < hi_tok:
+            p = self.perms[model][r0:hi_tok]
+            own = (p >= 0) & ~self.forced[r0:hi_tok]
+            if own.any():
+                lo, hi = int(p[own].min()), int(p[own].max()) + 1
+                block = read_rows(lo, hi).float()
+                idx = np.nonzero(own)[0]
+                out[torch.from_numpy(idx)] = block[torch.from_numpy(p[own] - lo)]
+            for i in np.nonzero(~own)[0]:
+                d = self.default_row(r0 + int(i), name, read_row)
+                if d is not None:
+                    out[int(i)] = d
+        if r1 > self.n_tokens:  # padding rows: the mean of the real rows (mergekit, after Hewitt's note)
+            key = (name, -1, model)
+            if key not in self._cache:
+                self._cache[key] = self.read(model, name, 0, self.n_tokens, read_rows, read_row, shape_rest).mean(0)
+            out[max(r0, self.n_tokens) - r0:] = self._cache[key]
+        return out
+
+
+def needed(cfg: MergeConfig) -> bool:
+    """Whether the config asks for rebuilt vocabularies (mergekit: whenever a tokenizer source is set)."""
+    return cfg.tokenizer is not None or cfg.tokenizer_source is not None
+
+
+def build(cfg: MergeConfig, models: List[str], base_model: Optional[str], model_configs: Dict[str, Dict[str, Any]],
+          problems: List[str]) -> Optional[Vocabulary]:
+    """The output vocabulary for ``models`` (every merged model, the base among them when there is one).
+    Problems (no tokenizer, unknown token sources) are appended. None when nothing is to be rebuilt:
+    every model has the output vocabulary, row for row, or (``tokenizer_source`` base or a model, all
+    vocabulary sizes equal) the tokenizers cannot be loaded: the files are then copied as they are."""
+    source = cfg.tokenizer.source if cfg.tokenizer is not None else cfg.tokenizer_source
+    tokens: Dict[str, TokenEmbedding] = dict(cfg.tokenizer.tokens) if cfg.tokenizer is not None else {}
+    pad = cfg.tokenizer.pad_to_multiple_of if cfg.tokenizer is not None else None
+    base = base_model or models[0]
+    sizes_cfg = {int(c["vocab_size"]) for c in model_configs.values() if c.get("vocab_size")}
+    strict = source == "union" or cfg.tokenizer is not None or len(sizes_cfg) > 1
+    base_tok = _load_tokenizer(base)
+    if base_tok is None:
+        if not strict:
+            return None
+        problems.append(f"tokenizer: {base!r} (the base) has no tokenizer transformers can load; the output vocabulary "
+                        "is built from it (add its tokenizer files, or drop tokenizer_source)")
+        return None
+    sizes = {base: _vocab_size(model_configs.get(base, {}), base_tok)}
+    if any(idx >= sizes[base] for idx in base_tok.get_vocab().values()):
+        problems.append(f"tokenizer: {base!r}'s tokenizer has tokens past its vocab_size {sizes[base]}; stripping them "
+                        "(mergekit's BPE-only rewrite) is not supported: fix its config's vocab_size")
+        return None
+    tokenizers = {base: base_tok}
+    for m in models:
+        if m != base:
+            tok = _load_tokenizer(m)
+            if tok is not None:  # mergekit: a model without a loadable tokenizer is read as having the base's
+                tokenizers[m] = tok
+                sizes[m] = _vocab_size(model_configs.get(m, {}), tok)
+    if source == "union":
+        out = _union_tokenizer(base_tok, tokenizers, sizes)
+    elif source == "base":
+        out = base_tok
+    else:
+        out = _load_tokenizer(source)
+        if out is None:
+            problems.append(f"tokenizer_source {source!r} has no tokenizer transformers can load")
+            return None
+    existing = set(out.get_vocab())
+    for t in tokens:
+        if t not in existing:
+            out.add_tokens(t)
+            existing.add(t)
+    vocab = out.get_vocab()  # token -> output row
+    n = len(vocab)
+    rows = n if not pad or n % pad == 0 else (n // pad + 1) * pad
+    perms: Dict[str, np.ndarray] = {}
+    for m in models:
+        mv = (tokenizers.get(m) or base_tok).get_vocab()
+        size = sizes.get(m, sizes[base])
+        p = np.full(n, -1, dtype=np.int64)
+        for t, i in vocab.items():
+            j = mv.get(t)
+            if j is not None and j < size:
+                p[i] = j
+        perms[m] = p
+    defaults: Dict[int, Tuple] = {}
+    forced = np.zeros(n, dtype=bool)
+    original = {m: (tokenizers.get(m) or base_tok).get_vocab() for m in models}
+    for t, i in vocab.items():
+        has = [m for m in models if perms[m][i] >= 0]
+        cfg_t = tokens.get(t)
+        if cfg_t is not None:
+            forced[i] = cfg_t.force
+            if not cfg_t.force and len(has) == len(models):
+                continue
+            spec = _token_source(t, i, cfg_t, models, perms, original, problems)
+            if spec is not None:
+                defaults[i] = spec
+            continue
+        if len(has) == len(models):
+            continue
+        if len(has) == 1:
+            defaults[i] = ("rows", [(has[0], int(perms[has[0]][i]))])
+        elif not has:
+            defaults[i] = ("zero",)
+        elif base_model in has:
+            defaults[i] = ("rows", [(base, int(perms[base][i]))])
+        else:
+            defaults[i] = ("rows", [(m, int(perms[m][i])) for m in has])
+    identity = np.arange(n)
+    if not defaults and not forced.any() and rows == n and all(
+            sizes.get(m, sizes[base]) == n and np.array_equal(perms[m], identity) for m in models):
+        return None  # every model already has the output vocabulary row for row
+    return Vocabulary(out, n, rows, perms, defaults, forced)
+
+
+def _token_source(token: str, row: int, cfg_t: TokenEmbedding, models: List[str], perms, original, problems) -> Optional[Tuple]:
+    """mergekit ``compute_default_embedding``: one ``tokens:`` entry's row."""
+    src = cfg_t.source
+    if isinstance(src, TokenSource) and src.kind == "zero":
+        return ("zero",)
+    model = src.model if isinstance(src, TokenSource) else src
+    if model is None:
+        problems.append(f"tokenizer.tokens[{token!r}]: give a source (a model, {{kind: zero}} or {{kind: model_token, ...}})")
+        return None
+    if model not in models:
+        problems.append(f"tokenizer.tokens[{token!r}]: source model {model!r} is not one of the merged models {models}")
+        return None
+    if isinstance(src, TokenSource):
+        tid = src.token_id
+        if tid is None:
+            tid = original[model].get(src.token)
+            if tid is None:
+                problems.append(f"tokenizer.tokens[{token!r}]: token {src.token!r} is not in {model!r}'s vocabulary")
+                return None
+        return ("rows", [(model, int(tid))])
+    if perms[model][row] < 0:
+        problems.append(f"tokenizer.tokens[{token!r}]: {model!r} does not have the token; name a model that has it, "
+                        "or use {kind: model_token, model: ..., token: ...}")
+        return None
+    return ("rows", [(model, int(perms[model][row]))])
+
+
+def write_tokenizer(vocab: Vocabulary, folder: Path) -> None:
+    """The output tokenizer's files into ``folder`` (transformers ``save_pretrained``, as mergekit)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        vocab.tokenizer.save_pretrained(tmp)
+        for f in Path(tmp).iterdir():
+            shutil.copyfile(f, folder / f.name)
