@@ -104,3 +104,29 @@ def test_check_accepts_gradient_and_filter_lists(folder, capsys):
                                    "  - model: b\nbase_model: base\nmerge_method: ties\n")
     assert _run(["merge", "k.yaml", "out", "--check"]) == 0
     assert "ok" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("config,needle", [
+    # a gradient whose value leaves the range (here at t = 0: the per-model epsilon band)
+    ("models:\n  - model: a\n    parameters: {density: 0.5, epsilon: [0.9, 0.1]}\n  - model: b\nbase_model: base\nmerge_method: della\n",
+     "epsilon 0.9 must keep density"),
+    ("models:\n  - model: a\n    parameters: {weight: 1.0}\n  - model: b\n    parameters: {weight: -1.0}\nmerge_method: linear\n",
+     "the weights sum to 0"),
+    ("models:\n  - model: a\n  - model: b\nmerge_method: linear\nshard_size: 5Q\n", "shard_size '5Q' is not a size"),
+    ("models:\n  - model: a\n  - model: b\nmerge_method: linear\nconfig_from: nowhere\n", "config_from 'nowhere' does not exist"),
+    ("models:\n  - model: a\nbase_model: base\nmerge_method: model_stock\n", "takes at least 2 models"),
+    ("models:\n  - model: a\n  - model: b\nbase_model: base\nmerge_method: ties\nparameters: {normalize: maybe}\n", "must be true or false"),
+    ("slices:\n  - sources:\n      - model: la\n        layer_range: [0, 3]\nmerge_method: passthrough\n", "outside its 2 layers"),
+    ("slices:\n  - sources:\n      - model: la\n        layer_range: [0, 1]\n      - model: lb\n        layer_range: [0, 1]\nmerge_method: ties\n",
+     "needs a base model among the slice's sources"),
+])
+def test_check_refuses_what_would_fail_mid_merge(folder, config, needle, capsys):
+    """Each of these used to pass --check (or fail only once the merge ran): now refused before any work."""
+    write_model(folder / "base", {"w": torch.zeros(4, 4)})
+    for name in ("la", "lb"):
+        write_model(folder / name, {f"model.layers.{i}.w": torch.ones(2, 2) for i in range(2)})
+    (folder / "k.yaml").write_text(config)
+    assert _run(["merge", "k.yaml", "out", "--check"]) == 2
+    assert needle in capsys.readouterr().err
+    assert _run(["merge", "k.yaml", "out"]) == 2
+    assert not (folder / "out").exists() and not list(folder.glob(".out*"))

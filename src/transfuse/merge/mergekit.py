@@ -116,9 +116,15 @@ _TRANSLATE: Dict[str, Tuple[str, Dict[str, Any]]] = {
 _DEFAULTS = {"ties": {"density": 1.0, "normalize": True}, "task_arithmetic": {"normalize": False}}
 
 
+_BOOLS = ("normalize", "int8_mask", "rescale", "filter_wise", "nuslerp_row_wise", "nuslerp_flatten")
+
+
 def translate(method: str, params: Dict[str, Any]) -> Tuple[str, Dict[str, Any], Optional[str]]:
     """(transfuse method, its parameters, a note for the model card or None) for a mergekit method."""
     params = {_GTA_KEYS.get(k, k): v for k, v in params.items()}
+    for key in _BOOLS:
+        if key in params and not isinstance(params[key], (bool, list)):
+            raise TransfuseError(f"parameters.{key} must be true or false (mergekit reads it as a boolean), got {params[key]!r}")
     if method not in _TRANSLATE:
         return method, params, None
     name, fixed = _TRANSLATE[method]

@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from .._lazy import torch
 from ..errors import TransfuseError, closest
 from . import mergekit as mk
-from .config import MergeConfig, ModelEntry
+from .config import MergeConfig, ModelEntry, parse_size
 from .dtypes import BF16, F16, F32, F64, DType
 from .io import LoraSource, Source, open_source
 from .methods import MergeMethod, methods
@@ -108,6 +108,9 @@ def build_method(name: str, params: Dict[str, Any]) -> MergeMethod:
 
 def make_plan(cfg: MergeConfig, *, allow_pickle: bool) -> Plan:
     mergekit = cfg.dialect == "mergekit"
+    parse_size(cfg.shard_size)  # a bad size is refused now, not once the output folder exists
+    if cfg.config_from and not Path(cfg.config_from).exists():
+        raise TransfuseError(f"config_from {cfg.config_from!r} does not exist; name the model folder whose config.json to copy")
     global_settings = dict(cfg.parameters)
     for key, value in global_settings.items():
         mk.check_setting(f"parameters.{key}", value)
@@ -255,6 +258,13 @@ def make_plan(cfg: MergeConfig, *, allow_pickle: bool) -> Plan:
             group_of[name] = resolve(name)
     if not instances:
         resolve("")
+    if len(experts) < getattr(cls, "models_min", 1):
+        extra = " besides base_model" if cls.needs_base else ""
+        raise TransfuseError(f"merge method {cfg.method!r} takes at least {cls.models_min} models{extra}, got {len(experts)}")
+    for name, gi in group_of.items():  # weights the method cannot use (a division by their zero sum)
+        why = instances[gi].weight_problem(group_weights[gi])
+        if why:
+            raise TransfuseError(f"{name}: {why}")
     if getattr(instances[0], "models_required", None) and len(experts) != instances[0].models_required:
         extra = " besides base_model" if cls.needs_base else ""
         raise TransfuseError(f"merge method {cfg.method!r} takes exactly {instances[0].models_required} models{extra}, got {len(experts)}")

@@ -95,6 +95,7 @@ class MergeMethod:
     tensor_passes: int = 0  # per-tensor statistics passes (over the tensor's row blocks)
     extra_file: Optional[str] = None  # file for extra_outputs beside the model (Twin's factors)
     models_required: int = 0  # 0: any number of models
+    models_min: int = 1  # the fewest models (besides the base) the method takes
     base_role: str = "base"  # "member": a base listed under models is merged as one of them (slerp)
 
     def observe(self, pass_index: int, x: Tensor, w: Tensor, ctx: TensorContext) -> None:  # pragma: no cover
@@ -105,6 +106,10 @@ class MergeMethod:
 
     def observe_tensor(self, pass_index: int, x: Tensor, w: Tensor, ctx: TensorContext, state: Dict[str, Any]) -> None:  # pragma: no cover
         pass
+
+    def weight_problem(self, weights: list) -> Optional[str]:
+        """A reason these (K,) weights of one tensor cannot merge (found before any work), else None."""
+        return None
 
     def extra_specs(self, name: str, shape: tuple, k: int) -> list:
         """(name, shape) of every extra output for this tensor, known before merging."""

@@ -26,6 +26,14 @@ def check(*, sign: str = "ties", **_: object) -> None:
         raise ValueError(f"sign must be 'ties' (elect signs, mergekit *_ties) or 'none' (sum, mergekit *_linear), got {sign!r}")
 
 
+def check_magprune(*, density: float = 1.0, epsilon: float = 0.15, sign: str = "ties", **_: object) -> None:
+    """mergekit's MagPrune band: density +/- epsilon inside (0, 1) whenever it prunes (0 < density < 1);
+    mergekit raises this mid-merge, transfuse before any work."""
+    check(sign=sign)
+    if 0 < density < 1 and (density + epsilon >= 1 or density - epsilon <= 0):
+        raise ValueError(f"epsilon {epsilon} must keep density +/- epsilon inside (0, 1) (density {density})")
+
+
 def _rescaled(delta: Tensor, mask: Tensor, rescale: bool, eps: float = 1e-7) -> Tensor:
     """mergekit ``rescaled_masked_tensor`` with the L1 norm."""
     masked = delta * mask

@@ -10,7 +10,7 @@ from __future__ import annotations
 from . import _gta, define
 
 
-@define("della_linear", per_model=("density", "epsilon"), validate=_gta.check)
+@define("della_linear", per_model=("density", "epsilon"), validate=_gta.check_magprune)
 def della_linear(x, w, ctx, *, density: float = 1.0, epsilon: float = 0.15, sign: str = "none", normalize: bool = False,
                  rescale: bool = True, scale: float = 1.0, int8_mask: bool = False):
     """DELLA MagPrune + L1 rescale, weighted sum (Deep et al., 2024), as mergekit ``della_linear``."""

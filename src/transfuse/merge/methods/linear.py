@@ -1,7 +1,7 @@
 """Linear: weighted average of the models' weights (Wortsman et al. 2022, model soups; mergekit ``linear``)."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 from .. import kernels
 from .._ops import weighted_sum
@@ -20,6 +20,11 @@ class Linear(MergeMethod):
 
     def __init__(self, *, normalize: bool = True) -> None:
         self.normalize = normalize
+
+    def weight_problem(self, weights: list) -> Optional[str]:
+        if self.normalize and sum(weights) == 0:
+            return "the weights sum to 0 and normalize divides by their sum; change the weights or set normalize: false"
+        return None
 
     def __call__(self, x: Tensor, w: Tensor, ctx: TensorContext) -> Tensor:
         out = weighted_sum(x, w)  # (*s), in x's scratch memory

@@ -27,6 +27,8 @@ def _t(cos: "Tensor", K: int) -> "Tensor":
 class ModelStock(MergeMethod):
     """Model Stock (Jang et al., 2024): t = K cos / (1 + (K-1) cos) from the task vectors' mean pairwise cosine."""
 
+    models_min = 2  # the angle between two fine-tuned models (mergekit: at least 3 inputs with the base)
+
     def __init__(self, *, filter_wise: bool = False, eps: float = 1e-6) -> None:
         self.filter_wise, self.eps = filter_wise, eps
         self.tensor_passes = 0 if filter_wise else 1  # filter-wise: rows are whole in every block
