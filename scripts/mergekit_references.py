@@ -188,7 +188,11 @@ CASES: Dict[str, tuple] = {
                              "      - model: tall_b\n        layer_range: [2, 4]\n"
                              "        parameters:\n          weight:\n            - filter: layers.2.\n              value: 2.0\n            - value: 1.0\n"
                              "merge_method: linear\ndtype: float32\n", "exact"),
+    "slices_passthrough_bf16": ("slices:\n  - sources:\n      - model: tall_b\n        layer_range: [0, 2]\n"
+                                "  - sources:\n      - model: tall_a\n        layer_range: [0, 4]\nmerge_method: passthrough\ndtype: bfloat16\n", "exact"),
     # tokenizer_source / tokenizer: (a rebuilt vocabulary; compared token by token)
+    "union_slerp": ("models:\n  - model: tok_a\n  - model: tok_b\nmerge_method: slerp\nbase_model: tok_a\nparameters: {t: 0.3}\n"
+                    "tokenizer_source: union\ndtype: float32\n", "exact"),
     "union_ties": ("models:\n  - model: tok_a\n    parameters: {weight: 0.6, density: 0.5}\n  - model: tok_b\n    parameters: {weight: 0.4, density: 0.7}\n"
                    "merge_method: ties\nbase_model: tok_base\ntokenizer_source: union\ndtype: float32\n", "exact"),
     "union_linear": ("models:\n  - model: tok_a\n    parameters: {weight: 0.7}\n  - model: tok_b\n    parameters: {weight: 0.3}\n"

@@ -653,6 +653,13 @@ def _model_card(plan: Plan, hashes: Dict[str, str], elapsed: float, fused: int =
         f"- merged tensors through the fused kernels: {fused} of {sum(1 for t in plan.tensors if t.group >= 0)} (the rest: torch ops)",
     ]
     lines += [f"- note: {n}" for n in plan.notes if n.startswith(("mergekit semantics", "base_model"))]
+    if plan.slice_layout is not None:
+        lines.append(f"- slices: {len(cfg.slices)} slices stacked into {plan.slice_layout.out_config.get('num_hidden_layers')} layers "
+                     "(each merged position below: its models and layer ranges, slice by slice)")
+    if plan.vocabulary is not None:
+        src = cfg.tokenizer.source if cfg.tokenizer is not None else cfg.tokenizer_source
+        lines.append(f"- tokenizer: {src}, {plan.vocabulary.n_tokens} tokens ({plan.vocabulary.rows} embedding rows), "
+                     f"{len(plan.vocabulary.defaults)} rows built for tokens some model lacks (mergekit's defaults)")
     for o in cfg.overrides:
         lines.append(f"- override `{o.pattern}`: `{json.dumps(o.parameters)}`")
     lines += ["", "sha256 of each input: of its lines `<file> <file sha256>` in file order (each file's own digest,",

@@ -202,7 +202,7 @@ def build(cfg: MergeConfig, models: List[str], base_model: Optional[str], model_
             forced[i] = cfg_t.force
             if not cfg_t.force and len(has) == len(models):
                 continue
-            spec = _token_source(t, i, cfg_t, models, perms, original, problems)
+            spec = _token_source(t, i, cfg_t, models, perms, original, problems, sizes, sizes[base])
             if spec is not None:
                 defaults[i] = spec
             continue
@@ -223,7 +223,8 @@ def build(cfg: MergeConfig, models: List[str], base_model: Optional[str], model_
     return Vocabulary(out, n, rows, perms, defaults, forced)
 
 
-def _token_source(token: str, row: int, cfg_t: TokenEmbedding, models: List[str], perms, original, problems) -> Optional[Tuple]:
+def _token_source(token: str, row: int, cfg_t: TokenEmbedding, models: List[str], perms, original, problems,
+                  sizes: Dict[str, int], base_size: int) -> Optional[Tuple]:
     """mergekit ``compute_default_embedding``: one ``tokens:`` entry's row."""
     src = cfg_t.source
     if isinstance(src, TokenSource) and src.kind == "zero":
@@ -242,6 +243,9 @@ def _token_source(token: str, row: int, cfg_t: TokenEmbedding, models: List[str]
             if tid is None:
                 problems.append(f"tokenizer.tokens[{token!r}]: token {src.token!r} is not in {model!r}'s vocabulary")
                 return None
+        if not 0 <= tid < sizes.get(model, base_size):
+            problems.append(f"tokenizer.tokens[{token!r}]: token_id {tid} is outside {model!r}'s {sizes.get(model, base_size)} rows")
+            return None
         return ("rows", [(model, int(tid))])
     if perms[model][row] < 0:
         problems.append(f"tokenizer.tokens[{token!r}]: {model!r} does not have the token; name a model that has it, "
