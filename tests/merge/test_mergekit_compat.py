@@ -2,7 +2,8 @@
 
 The references come from scripts/mergekit_references.py (which rebuilds the same tiny Llama and
 Mistral inputs from seeds); here transfuse runs ``transfuse merge CONFIG OUT`` on the unchanged
-config and must match: max abs err <= 1e-5 (one unit in the last place for 16-bit outputs) for
+config and must match (with ``slices:``, also config.json's layer count; with a rebuilt vocabulary,
+the output tokenizer's tokens, and the rows compared token by token): max abs err <= 1e-5 (one unit in the last place for 16-bit outputs) for
 deterministic methods, the same delta statistics for the random DARE family."""
 import importlib.util
 from pathlib import Path
@@ -32,7 +33,8 @@ def test_every_case_has_a_reference():
 def test_matches_mergekit(case, inputs):
     out = mk.run_transfuse(case, inputs)
     r = mk.compare(case, out)
-    assert "missing" not in r, f"tensor names differ from mergekit's: {r}"
+    assert "missing" not in r, f"tensor names (or the output vocabulary) differ from mergekit's: {r}"
+    assert r.get("layers_match", 1.0) == 1.0, f"config.json num_hidden_layers differs from mergekit's: {r}"
     if case in mk.DEVIATIONS:  # measured, explained differences (mergekit computes in 16 bits)
         max_err, fraction, why = mk.DEVIATIONS[case]
         assert r["max_abs_err"] <= max_err and r["differ_fraction"] <= fraction, (why, r)

@@ -45,6 +45,7 @@ class OutputSlice(Strict):
 
     sources: List[SliceSource] = Field(min_length=1)
     base_model: Optional[str] = None
+    residual_weight: Optional[float] = None  # in mergekit 0.1.5's schema but read nowhere: accepted, unused (as there)
     parameters: Dict[str, Any] = Field(default_factory=dict, validation_alias=AliasChoices("parameters", "params"))
 
 

@@ -30,7 +30,7 @@ from . import mergekit as mk
 from .config import MergeConfig, OutputSlice, SliceSource
 from .io import SafetensorsSource, TensorInfo, open_source
 
-_LAYER = re.compile(r"\.(?:layers|h|blocks|layer)\.(\d+)\.")
+_LAYER = mk._LAYER  # a tensor's layer index in its name
 # tensors outside the layers that mergekit's architectures list before them (the rest come after)
 _PRE = re.compile(r"(embed_tokens|wte|wpe|word_embeddings|embed_in|embeddings)")
 _LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers")

@@ -21,7 +21,6 @@ read and written with transformers (``AutoTokenizer``), as mergekit does.
 """
 from __future__ import annotations
 
-import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -31,11 +30,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from .._lazy import torch
-from ..errors import TransfuseError
 from .config import MergeConfig, TokenEmbedding, TokenSource
-
-VOCAB_NAME = re.compile(r"(embed_tokens|lm_head|wte|word_embeddings|embed_out|output\.weight|shared\.weight)")
-
 
 def _load_tokenizer(path: str):
     if not Path(path).is_dir():
