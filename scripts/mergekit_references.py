@@ -191,6 +191,11 @@ CASES: Dict[str, tuple] = {
     "slices_passthrough_bf16": ("slices:\n  - sources:\n      - model: tall_b\n        layer_range: [0, 2]\n"
                                 "  - sources:\n      - model: tall_a\n        layer_range: [0, 4]\nmerge_method: passthrough\ndtype: bfloat16\n", "exact"),
     # tokenizer_source / tokenizer: (a rebuilt vocabulary; compared token by token)
+    "slices_union_passthrough": ("slices:\n  - sources:\n      - model: tok_a\n        layer_range: [0, 2]\n"
+                                 "  - sources:\n      - model: tok_b\n        layer_range: [1, 2]\nmerge_method: passthrough\n"
+                                 "tokenizer_source: union\ndtype: float32\n", "exact"),
+    "slices_union_slerp": ("slices:\n  - sources:\n      - model: tok_a\n        layer_range: [0, 2]\n      - model: tok_b\n        layer_range: [0, 2]\n"
+                           "merge_method: slerp\nbase_model: tok_a\nparameters: {t: 0.4}\ntokenizer_source: union\ndtype: float32\n", "exact"),
     "union_slerp": ("models:\n  - model: tok_a\n  - model: tok_b\nmerge_method: slerp\nbase_model: tok_a\nparameters: {t: 0.3}\n"
                     "tokenizer_source: union\ndtype: float32\n", "exact"),
     "union_ties": ("models:\n  - model: tok_a\n    parameters: {weight: 0.6, density: 0.5}\n  - model: tok_b\n    parameters: {weight: 0.4, density: 0.7}\n"

@@ -140,11 +140,8 @@ class _Loader:
     def _read_vocab(self, tp: TensorPlan, r0: int, r1: int, x: Tensor, base: Optional[Tensor]) -> None:
         """x[i] (and base) <- rows [r0, r1) of each model's tensor rebuilt on the output vocabulary."""
         plan, vocab = self.plan, self.plan.vocabulary
-        where = {}  # model -> (source, its name of this tensor)
-        if plan.base is not None:
-            where[plan.config.base_model] = (plan.base, tp.name)
-        for i, (m, src) in enumerate(zip(plan.models, plan.experts)):
-            where.setdefault(m.model, (src, tp.alias[i] or tp.name))
+        where, expert_models, base_model = plan.vocab_inputs(tp)
+        models = tuple(dict.fromkeys(([base_model] if base_model else []) + expert_models))
 
         def read_row(model: str, row: int) -> Tensor:
             src, name = where[model]
@@ -152,12 +149,13 @@ class _Loader:
 
         def rebuilt(model: str) -> Tensor:
             src, name = where[model]
-            return vocab.read(model, tp.name, r0, r1, lambda lo, hi: src.read(name, slice(lo, hi)), read_row, tp.shape[1:])
+            return vocab.read(model, tp.name, r0, r1, lambda lo, hi: src.read(name, slice(lo, hi)), read_row, tp.shape[1:],
+                              models, base_model)
 
         if base is not None:
-            base.copy_(rebuilt(plan.config.base_model))
-        for i, m in enumerate(plan.models):
-            x[i].copy_(rebuilt(m.model))
+            base.copy_(rebuilt(base_model))
+        for i, m in enumerate(expert_models):
+            x[i].copy_(rebuilt(m))
 
 
 def _read_into(src, name: str, rows: Optional[slice], out: Tensor) -> None:
@@ -659,7 +657,7 @@ def _model_card(plan: Plan, hashes: Dict[str, str], elapsed: float, fused: int =
     if plan.vocabulary is not None:
         src = cfg.tokenizer.source if cfg.tokenizer is not None else cfg.tokenizer_source
         lines.append(f"- tokenizer: {src}, {plan.vocabulary.n_tokens} tokens ({plan.vocabulary.rows} embedding rows), "
-                     f"{len(plan.vocabulary.defaults)} rows built for tokens some model lacks (mergekit's defaults)")
+                     f"{plan.vocabulary.lacking()} tokens some model lacks (their rows: mergekit's defaults)")
     for o in cfg.overrides:
         lines.append(f"- override `{o.pattern}`: `{json.dumps(o.parameters)}`")
     lines += ["", "sha256 of each input: of its lines `<file> <file sha256>` in file order (each file's own digest,",

@@ -83,6 +83,26 @@ class Plan:
             cache[group] = torch.tensor(self.group_weights[group], dtype=torch.float32)
         return cache[group]
 
+    def vocab_inputs(self, tp: "TensorPlan") -> Tuple[Dict[str, Tuple[Source, str]], List[str], Optional[str]]:
+        """For a tensor on the rebuilt vocabulary: (model -> (its source, its name of the tensor),
+        the model each expert reads it from, the base model or None). With slices the models are
+        those of the slice the tensor comes from (the first slice's for the embeddings, the last's
+        for lm_head), as mergekit gathers them."""
+        origin = self.slice_layout.origins.get(tp.name) if self.slice_layout is not None else None
+        where: Dict[str, Tuple[Source, str]] = {}
+        if origin is not None:
+            opened = self.slice_layout.opened
+            if origin.base is not None:
+                where[origin.base[0]] = (opened[origin.base[0]], origin.base[1])
+            for i, (m, n) in enumerate(zip(origin.models, origin.names)):
+                where.setdefault(m, (opened[m], tp.alias[i] or n))
+            return where, list(origin.models), origin.base[0] if origin.base else None
+        if self.base is not None:
+            where[self.config.base_model] = (self.base, tp.name)
+        for i, (m, src) in enumerate(zip(self.models, self.experts)):
+            where.setdefault(m.model, (src, tp.alias[i] or tp.name))
+        return where, [m.model for m in self.models], self.config.base_model if self.base is not None else None
+
     def close(self) -> None:
         for s in [self.base, *self.experts, *self.statistics]:
             if s is not None:
@@ -272,14 +292,15 @@ def make_plan(cfg: MergeConfig, *, allow_pickle: bool) -> Plan:
     problems: List[str] = list(layout.problems) if layout is not None else []
     vocabulary = None
     if vocabulary_needed(cfg):
-        if layout is not None:
-            raise TransfuseError("tokenizer_source / tokenizer: with slices: is not supported (the embedding rows of "
-                                 "stacked models are not rebuilt); drop the tokenizer setting or merge with models:")
         if any(isinstance(e, LoraSource) for e in experts):
             raise TransfuseError("tokenizer_source / tokenizer: with LoRA adapters is not supported; merge the adapters first")
-        names = list(dict.fromkeys(([cfg.base_model] if cfg.base_model else []) + [m.model for m in models]))
-        configs = {n: s.config() for n, s in zip([m.model for m in models] + ([cfg.base_model] if cfg.base_model else []),
-                                                  experts + ([base] if base is not None else []))}
+        if layout is not None:  # every model the slices read
+            names = cfg.referenced_models()
+            configs = {n: s.config() for n, s in layout.opened.items()}
+        else:
+            names = list(dict.fromkeys(([cfg.base_model] if cfg.base_model else []) + [m.model for m in models]))
+            configs = {n: s.config() for n, s in zip([m.model for m in models] + ([cfg.base_model] if cfg.base_model else []),
+                                                      experts + ([base] if base is not None else []))}
         before = len(problems)
         _check_tokenizer_source(cfg, None, problems)
         if len(problems) == before:
@@ -349,6 +370,12 @@ def make_plan(cfg: MergeConfig, *, allow_pickle: bool) -> Plan:
             elif edtype != dtype:
                 notes.append(f"dtype: {name} is {edtype} in {m.model!r} and {dtype} in the reference (both are read as {compute_dtype})")
         tensors.append(tp)
+    if vocabulary is not None and layout is not None:  # token sources each slice's models can give
+        for tp in tensors:
+            o = layout.origins.get(tp.name) if tp.vocab else None
+            if o is not None:
+                b = o.base[0] if o.base else None
+                vocabulary.defaults_for(tuple(dict.fromkeys(([b] if b else []) + o.models)), b, problems)
     # tensors an expert has that the reference lacks
     for m, e, infos in zip(models, experts, expert_infos):
         extra = [n for n in infos if n not in ref_infos]

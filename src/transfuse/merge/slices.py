@@ -66,6 +66,8 @@ class Origin:
     names: List[str]  # per expert: the tensor's name in its own model (per-model filters match it)
     scopes: List[List[Dict[str, Any]]]  # per expert: its parameter dicts, highest precedence first (source, slice)
     shared: Dict[str, Any]  # the slice's parameters (over the global ones)
+    models: List[str]  # per expert: the model it reads this tensor from
+    base: Optional[Tuple[str, str]]  # (model, tensor name) of the base, None without one
 
 
 @dataclass
@@ -76,10 +78,10 @@ class SliceLayout:
     origins: Dict[str, Origin]
     out_config: Dict[str, Any]  # config.json of the output (layer count updated)
     problems: List[str] = field(default_factory=list)
-    opened: List[SafetensorsSource] = field(default_factory=list)
+    opened: Dict[str, SafetensorsSource] = field(default_factory=dict)  # model -> its source
 
     def close(self) -> None:
-        for s in self.opened:
+        for s in self.opened.values():
             s.close()
 
 
@@ -178,7 +180,8 @@ def expand(cfg: MergeConfig, method_cls, *, allow_pickle: bool) -> SliceLayout:
                 tables[j][out_name] = table[name]
         if base_entry is not None and base_entry[1] in opened[base_entry[0].model].table:
             base_table[out_name] = opened[base_entry[0].model].table[base_entry[1]]
-        origins[out_name] = Origin(t, [n for _, n in entries], [[s.parameters, sl.parameters] for s, _ in entries], sl.parameters)
+        origins[out_name] = Origin(t, [n for _, n in entries], [[s.parameters, sl.parameters] for s, _ in entries], sl.parameters,
+                                   [s.model for s, _ in entries], (base_entry[0].model, base_entry[1]) if base_entry else None)
 
     split = {m: _by_layer(s.infos()) for m, s in opened.items()}
     ref_of = lambda p: p[0] if has_base else p[1][0]  # noqa: E731 - the source whose names the output takes
@@ -222,4 +225,4 @@ def expand(cfg: MergeConfig, method_cls, *, allow_pickle: bool) -> SliceLayout:
     experts = [SlicedSource(label, tables[j], out_config, config_dir) for j, label in enumerate(labels)]
     base = SlicedSource("base: " + " + ".join(f"{p[0].model}[{p[0].layer_range[0]}:{p[0].layer_range[1]}]" for p in plans),
                         base_table, out_config, config_dir) if has_base else None
-    return SliceLayout(base, experts, labels, origins, out_config, problems, list(opened.values()))
+    return SliceLayout(base, experts, labels, origins, out_config, problems, opened)

@@ -82,15 +82,51 @@ class Vocabulary:
     n_tokens: int  # tokens in the output vocabulary
     rows: int  # output rows (n_tokens padded to pad_to_multiple_of)
     perms: Dict[str, np.ndarray]  # model -> (n_tokens,) its row of each output token, -1 when it lacks it
-    defaults: Dict[int, Tuple]  # output row -> ("rows", [(model, row), ...]) mean of those rows; ("zero",)
+    tokens: Dict[str, TokenEmbedding]  # the tokenizer: block's per-token sources
+    original: Dict[str, Dict[str, int]]  # model -> its own vocabulary (token -> row)
+    sizes: Dict[str, int]  # model -> its embedding rows (vocab_size)
     forced: np.ndarray  # (n_tokens,) bool: the default is used even where a model has the token
-    _cache: Dict[Tuple[str, int], Any] = field(default_factory=dict)
+    _cache: Dict[Any, Any] = field(default_factory=dict)
 
-    def default_row(self, row: int, name: str, read_row) -> Optional["torch.Tensor"]:
+    def defaults_for(self, models: Tuple[str, ...], base: Optional[str], problems: Optional[List[str]] = None) -> Dict[int, Tuple]:
+        """mergekit ``assign_embedding_sources`` for one tensor merged over ``models``: output row ->
+        ("rows", [(model, row), ...]) the mean of those rows, or ("zero",); rows every model has are absent."""
+        key = ("defaults", models, base)
+        if key in self._cache and problems is None:
+            return self._cache[key]
+        out: Dict[int, Tuple] = {}
+        sink: List[str] = [] if problems is None else problems
+        for t, i in self.tokenizer.get_vocab().items():
+            has = [m for m in models if self.perms[m][i] >= 0]
+            cfg_t = self.tokens.get(t)
+            if cfg_t is not None:
+                if not cfg_t.force and len(has) == len(models):
+                    continue
+                spec = _token_source(t, i, cfg_t, list(models), self.perms, self.original, sink, self.sizes)
+                if spec is not None:
+                    out[i] = spec
+            elif len(has) == len(models):
+                continue
+            elif len(has) == 1:
+                out[i] = ("rows", [(has[0], int(self.perms[has[0]][i]))])
+            elif not has:
+                out[i] = ("zero",)
+            elif base in has:
+                out[i] = ("rows", [(base, int(self.perms[base][i]))])
+            else:
+                out[i] = ("rows", [(m, int(self.perms[m][i])) for m in has])
+        self._cache[key] = out
+        return out
+
+    def lacking(self) -> int:
+        """How many output tokens at least one model lacks."""
+        return int((np.stack(list(self.perms.values())) < 0).any(0).sum())
+
+    def default_row(self, row: int, name: str, read_row, defaults: Dict[int, Tuple]) -> Optional["torch.Tensor"]:
         """The shared default of output row ``row`` of tensor ``name`` (float32), None when it has none."""
-        key = (name, row)
+        key = (name, row, id(defaults))
         if key not in self._cache:
-            spec = self.defaults.get(row)
+            spec = defaults.get(row)
             if spec is None:
                 self._cache[key] = None
             elif spec[0] == "zero":
@@ -99,9 +135,11 @@ class Vocabulary:
                 self._cache[key] = sum(read_row(m, r) for m, r in spec[1]) / len(spec[1])
         return self._cache[key]
 
-    def read(self, model: str, name: str, r0: int, r1: int, read_rows, read_row, shape_rest) -> "torch.Tensor":
-        """Rows [r0, r1) of ``model``'s rebuilt tensor (float32): ``read_rows(lo, hi)`` reads its own rows,
-        ``read_row(model, row)`` one row of any model (for the defaults)."""
+    def read(self, model: str, name: str, r0: int, r1: int, read_rows, read_row, shape_rest,
+             models: Tuple[str, ...], base: Optional[str]) -> "torch.Tensor":
+        """Rows [r0, r1) of ``model``'s rebuilt tensor (float32), the tensor being merged over ``models``:
+        ``read_rows(lo, hi)`` reads its own rows, ``read_row(model, row)`` one row of any of them (defaults)."""
+        defaults = self.defaults_for(models, base)
         out = torch.zeros((r1 - r0, *shape_rest), dtype=torch.float32)
         hi_tok = min(r1, self.n_tokens)
         if r0 < hi_tok:
@@ -113,13 +151,13 @@ class Vocabulary:
                 idx = np.nonzero(own)[0]
                 out[torch.from_numpy(idx)] = block[torch.from_numpy(p[own] - lo)]
             for i in np.nonzero(~own)[0]:
-                d = self.default_row(r0 + int(i), name, read_row)
+                d = self.default_row(r0 + int(i), name, read_row, defaults)
                 if d is not None:
                     out[int(i)] = d
         if r1 > self.n_tokens:  # padding rows: the mean of the real rows (mergekit, after Hewitt's note)
-            key = (name, -1, model)
+            key = (name, -1, model, models)
             if key not in self._cache:
-                self._cache[key] = self.read(model, name, 0, self.n_tokens, read_rows, read_row, shape_rest).mean(0)
+                self._cache[key] = self.read(model, name, 0, self.n_tokens, read_rows, read_row, shape_rest, models, base).mean(0)
             out[max(r0, self.n_tokens) - r0:] = self._cache[key]
         return out
 
@@ -187,39 +225,22 @@ def build(cfg: MergeConfig, models: List[str], base_model: Optional[str], model_
             if j is not None and j < size:
                 p[i] = j
         perms[m] = p
-    defaults: Dict[int, Tuple] = {}
-    forced = np.zeros(n, dtype=bool)
     original = {m: (tokenizers.get(m) or base_tok).get_vocab() for m in models}
-    for t, i in vocab.items():
-        has = [m for m in models if perms[m][i] >= 0]
-        cfg_t = tokens.get(t)
-        if cfg_t is not None:
-            forced[i] = cfg_t.force
-            if not cfg_t.force and len(has) == len(models):
-                continue
-            spec = _token_source(t, i, cfg_t, models, perms, original, problems, sizes, sizes[base])
-            if spec is not None:
-                defaults[i] = spec
-            continue
-        if len(has) == len(models):
-            continue
-        if len(has) == 1:
-            defaults[i] = ("rows", [(has[0], int(perms[has[0]][i]))])
-        elif not has:
-            defaults[i] = ("zero",)
-        elif base_model in has:
-            defaults[i] = ("rows", [(base, int(perms[base][i]))])
-        else:
-            defaults[i] = ("rows", [(m, int(perms[m][i])) for m in has])
+    all_sizes = {m: sizes.get(m, sizes[base]) for m in models}
+    forced = np.zeros(n, dtype=bool)
+    for t, cfg_t in tokens.items():
+        forced[vocab[t]] = cfg_t.force
+    result = Vocabulary(out, n, rows, perms, tokens, original, all_sizes, forced)
+    defaults = result.defaults_for(tuple(models), base_model, problems)
     identity = np.arange(n)
     if not defaults and not forced.any() and rows == n and all(
-            sizes.get(m, sizes[base]) == n and np.array_equal(perms[m], identity) for m in models):
+            all_sizes[m] == n and np.array_equal(perms[m], identity) for m in models):
         return None  # every model already has the output vocabulary row for row
-    return Vocabulary(out, n, rows, perms, defaults, forced)
+    return result
 
 
 def _token_source(token: str, row: int, cfg_t: TokenEmbedding, models: List[str], perms, original, problems,
-                  sizes: Dict[str, int], base_size: int) -> Optional[Tuple]:
+                  sizes: Dict[str, int]) -> Optional[Tuple]:
     """mergekit ``compute_default_embedding``: one ``tokens:`` entry's row."""
     src = cfg_t.source
     if isinstance(src, TokenSource) and src.kind == "zero":
@@ -238,8 +259,8 @@ def _token_source(token: str, row: int, cfg_t: TokenEmbedding, models: List[str]
             if tid is None:
                 problems.append(f"tokenizer.tokens[{token!r}]: token {src.token!r} is not in {model!r}'s vocabulary")
                 return None
-        if not 0 <= tid < sizes.get(model, base_size):
-            problems.append(f"tokenizer.tokens[{token!r}]: token_id {tid} is outside {model!r}'s {sizes.get(model, base_size)} rows")
+        if not 0 <= tid < sizes[model]:
+            problems.append(f"tokenizer.tokens[{token!r}]: token_id {tid} is outside {model!r}'s {sizes[model]} rows")
             return None
         return ("rows", [(model, int(tid))])
     if perms[model][row] < 0:
