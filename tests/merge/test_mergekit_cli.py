@@ -130,3 +130,16 @@ def test_check_refuses_what_would_fail_mid_merge(folder, config, needle, capsys)
     assert needle in capsys.readouterr().err
     assert _run(["merge", "k.yaml", "out"]) == 2
     assert not (folder / "out").exists() and not list(folder.glob(".out*"))
+
+
+def test_allow_crimes_merges_other_architectures(folder, capsys):
+    """Without --allow-crimes an architecture mismatch stops the merge; with it, the tensors merge (as mergekit)."""
+    write_model(folder / "other", {"w": torch.ones(4, 4)}, config={"architectures": ["OtherNet"], "model_type": "other"})
+    (folder / "x.yaml").write_text("models:\n  - model: a\n  - model: other\nmerge_method: linear\ndtype: bfloat16\n")
+    assert _run(["merge", "x.yaml", "out", "--check"]) == 2
+    assert "architecture mismatch" in capsys.readouterr().out
+    assert _run(["merge", "x.yaml", "out", "--allow-crimes"]) == 0
+    assert "architecture mismatch" in (folder / "out" / "README.md").read_text()
+    cfg = json.loads((folder / "out" / "config.json").read_text())
+    assert cfg["architectures"] == ["TinyNet"]
+    assert read_model(folder / "out")["w"].dtype == torch.bfloat16

@@ -103,6 +103,7 @@ class MergeConfig(Strict):
     chat_template: Optional[str] = None  # mergekit: a Jinja template written into tokenizer_config.json
     copy_tokenizer: bool = True  # mergekit-yaml --copy-tokenizer / --no-copy-tokenizer
     model_card: bool = True  # README.md with the provenance (mergekit-yaml --no-write-model-card: none)
+    allow_crimes: bool = False  # mergekit-yaml --allow-crimes: an architecture mismatch is a note, not a problem
     output: Optional[str] = None
     shard_size: Union[int, str] = "2GB"
     seed: int = 0

@@ -621,7 +621,7 @@ def _copy_side_files(plan: Plan, tmp: Path) -> None:
         conf.write_text(json.dumps(plan.slice_layout.out_config, indent=2))
     if plan.vocabulary is not None and conf.exists():  # the output vocabulary's (padded) size
         conf.write_text(json.dumps({**json.loads(conf.read_text()), "vocab_size": plan.vocabulary.rows}, indent=2))
-    if conf.exists() and cfg.out_dtype:
+    if conf.exists() and (cfg.out_dtype or (cfg.dialect == "mergekit" and cfg.dtype)):  # mergekit: out_dtype, else dtype
         try:
             data = json.loads(conf.read_text())
             dtype_name = plan.tensors[0].out_dtype.name if plan.tensors else cfg.out_dtype
@@ -650,7 +650,7 @@ def _model_card(plan: Plan, hashes: Dict[str, str], elapsed: float, fused: int =
         f"- compute dtype: `{cfg.dtype or 'float32'}`, output dtype: `{plan.tensors[0].out_dtype.name if cfg.out_dtype or (cfg.dialect == 'mergekit' and cfg.dtype) else 'as the base'}`, seed: {cfg.seed}",
         f"- merged tensors through the fused kernels: {fused} of {sum(1 for t in plan.tensors if t.group >= 0)} (the rest: torch ops)",
     ]
-    lines += [f"- note: {n}" for n in plan.notes if n.startswith(("mergekit semantics", "base_model"))]
+    lines += [f"- note: {n}" for n in plan.notes if n.startswith(("mergekit semantics", "base_model", "architecture mismatch"))]
     if plan.slice_layout is not None:
         lines.append(f"- slices: {len(cfg.slices)} slices stacked into {plan.slice_layout.out_config.get('num_hidden_layers')} layers "
                      "(each merged position below: its models and layer ranges, slice by slice)")

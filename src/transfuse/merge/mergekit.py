@@ -146,7 +146,7 @@ _CPU = "accepted, ignored: transfuse merges on CPU, streaming at disk speed (the
 FLAGS = {
     "--copy-tokenizer": "accepted: the tokenizer files of the base (or tokenizer_source) are copied (the default)",
     "--no-copy-tokenizer": "accepted: no tokenizer files are written",
-    "--allow-crimes": "accepted: architectures are still checked tensor by tensor (shapes and names must agree)",
+    "--allow-crimes": "accepted: models of other architectures merge (tensor names and shapes must still agree)",
     "--lazy-unpickle": "accepted: inputs are memory-mapped safetensors (pickle needs --allow-pickle)",
     "--lazy-loader": "accepted: inputs are always read lazily",
     "--low-cpu-memory": "accepted: the merge streams tensor by tensor anyway",
@@ -173,6 +173,7 @@ VALUE_FLAGS = {"--out-shard-size": "shard_size", "--random-seed": "seed", "--lor
                "--write-threads": None, "--lora-merge-dtype": None, "--device": None}
 # flags that set a config key: flag -> (key, value)
 _SETS = {"--no-write-model-card": ("model_card", "false"), "--write-model-card": ("model_card", "true"),
+         "--allow-crimes": ("allow_crimes", "true"), "--no-allow-crimes": ("allow_crimes", "false"),
          "--unsafe-truncate-embeddings": ("vocab_policy", "truncate")}
 
 

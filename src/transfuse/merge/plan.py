@@ -393,6 +393,9 @@ def make_plan(cfg: MergeConfig, *, allow_pickle: bool) -> Plan:
             problems.append(f"vocabulary size mismatch: {m.model!r} config says {v}, the reference {ref_vocab}; set vocab_policy: pad or truncate")
     if vocabulary is None:
         _check_tokenizer_source(cfg, ref_vocab, problems)
+    if cfg.allow_crimes:  # mergekit-yaml --allow-crimes: other architectures merge when their tensors agree
+        notes += [p + " (allowed by --allow-crimes)" for p in problems if p.startswith("architecture mismatch")]
+        problems = [p for p in problems if not p.startswith("architecture mismatch")]
     # de-duplicate: one line per kind of problem per model
     problems = _summarise(problems)
     notes = _summarise(notes)
