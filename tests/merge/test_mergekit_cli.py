@@ -143,3 +143,15 @@ def test_allow_crimes_merges_other_architectures(folder, capsys):
     cfg = json.loads((folder / "out" / "config.json").read_text())
     assert cfg["architectures"] == ["TinyNet"]
     assert read_model(folder / "out")["w"].dtype == torch.bfloat16
+
+
+def test_check_refuses_statistics_of_the_wrong_shape(folder, capsys):
+    """A Fisher statistic whose shape is not its tensor's would fail mid-merge: --check names it."""
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.ones(4, 4)}, str(folder / "fa.safetensors"))
+    save_file({"w": torch.ones(2, 8)}, str(folder / "fb.safetensors"))
+    (folder / "f.yaml").write_text("method: fisher\nmodels:\n  - model: a\n    parameters: {statistics: fa.safetensors}\n"
+                                   "  - model: b\n    parameters: {statistics: fb.safetensors}\n")
+    assert _run(["merge", "f.yaml", "out", "--check"]) == 2
+    assert "'b''s statistics give w the shape [2, 8]; fisher needs [4, 4]" in capsys.readouterr().out

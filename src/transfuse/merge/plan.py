@@ -305,6 +305,14 @@ def make_plan(cfg: MergeConfig, *, allow_pickle: bool) -> Plan:
         _check_tokenizer_source(cfg, None, problems)
         if len(problems) == before:
             vocabulary = build_vocabulary(cfg, names, cfg.base_model, configs, problems)
+    for m, st in zip(models, statistics):  # a statistic of the wrong shape would fail (or be skipped) mid-merge
+        if st is None:
+            continue
+        for name, (sshape, _) in st.infos().items():
+            want = cls.statistic_shape(ref_infos[name][0]) if name in ref_infos else None
+            if want is not None and tuple(sshape) != tuple(want):
+                problems.append(f"statistics shape: {m.model!r}'s statistics give {name} the shape {list(sshape)}; "
+                                f"{cfg.method} needs {list(want)} (recompute them on this model)")
     ref_cfg = reference.config()
     ref_arch = ref_cfg.get("architectures"), ref_cfg.get("model_type")
     for m, e in zip(models, experts):

@@ -107,6 +107,11 @@ class MergeMethod:
     def observe_tensor(self, pass_index: int, x: Tensor, w: Tensor, ctx: TensorContext, state: Dict[str, Any]) -> None:  # pragma: no cover
         pass
 
+    @staticmethod
+    def statistic_shape(shape: tuple) -> Optional[tuple]:
+        """Data-driven methods: the shape a model's statistic for a tensor of ``shape`` must have (None: any)."""
+        return None
+
     def weight_problem(self, weights: list) -> Optional[str]:
         """A reason these (K,) weights of one tensor cannot merge (found before any work), else None."""
         return None

@@ -24,6 +24,7 @@ class Fisher(MergeMethod):
     operates_on = "weights"
     needs_base = False
     data_driven = True
+    statistic_shape = staticmethod(lambda shape: tuple(shape))  # one Fisher entry per weight entry
 
     def __init__(self, *, floor: float = 1e-6, normalize: bool = False) -> None:
         self.floor, self.normalize = floor, normalize

@@ -25,6 +25,7 @@ class RegMean(MergeMethod):
     operates_on = "weights"
     needs_base = False
     data_driven = True
+    statistic_shape = staticmethod(lambda shape: (shape[1], shape[1]) if len(shape) == 2 else None)  # the input Gram (in, in)
 
     def __init__(self, *, alpha: float = 0.9) -> None:
         if not 0.0 <= alpha <= 1.0:
