@@ -45,7 +45,7 @@ from .dtypes import F32
 from .io import KERNEL_DTYPES, KERNEL_NP_DTYPES, SIDE_FILES, LayoutWriter, LoraSource, OutFrame, OutSpec, SafetensorsSource, input_sha256, shard_layout
 from .methods import MergeMethod, TensorContext
 from .plan import Plan, TensorPlan
-from .vocab import write_tokenizer
+from .vocab import needed as vocabulary_needed, write_tokenizer
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -603,8 +603,8 @@ def _copy_side_files(plan: Plan, tmp: Path) -> None:
         tok_dir = Path(cfg.base_model)
     for name in SIDE_FILES:
         is_tok = name not in ("config.json", "generation_config.json", "preprocessor_config.json")
-        if is_tok and (not cfg.copy_tokenizer or plan.vocabulary is not None):
-            continue  # mergekit-yaml --no-copy-tokenizer; a rebuilt vocabulary writes its own tokenizer
+        if is_tok and ((not cfg.copy_tokenizer and not vocabulary_needed(cfg)) or plan.vocabulary is not None):
+            continue  # --no-copy-tokenizer (mergekit still writes the tokenizer a tokenizer setting names); a rebuilt vocabulary writes its own
         f = ((tok_dir or src_dir) if is_tok else src_dir) / name
         if f.exists():
             shutil.copyfile(f, tmp / name)
