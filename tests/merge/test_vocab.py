@@ -65,3 +65,38 @@ def test_bad_token_sources_are_refused_by_check(root, monkeypatch, block, needle
 def test_tokenizer_and_tokenizer_source_together_are_refused(root, monkeypatch, capsys, tmp_path):
     assert _run(root, monkeypatch, _HEAD + "tokenizer_source: union\ntokenizer: {source: union}\n", str(tmp_path / "o"), "--check") == 2
     assert "both tokenizer_source and tokenizer:" in capsys.readouterr().err
+
+
+def test_rows_gathered_in_runs_for_a_reordered_vocabulary():
+    """A model whose rows are in another order (and one that lacks a token): each output block holds
+    exactly its rows, read in runs of nearby source rows, the default filling the missing one."""
+    import numpy as np
+    import torch
+
+    from transfuse.merge.vocab import Vocabulary
+
+    n = 2000
+    i = np.arange(n)
+    perm = np.where(i % 2 == 0, i // 2, n - 1 - i // 2)  # output row i is source row perm[i]: each block half from each end
+    perm[7] = -1
+    table = torch.randn(n, 3)
+
+    class Tok:
+        @staticmethod
+        def get_vocab():
+            return {f"t{i}": i for i in range(n)}
+
+    other = np.arange(n)
+    v = Vocabulary(Tok(), n, n, {"m": perm, "o": other}, {}, {}, {"m": n, "o": n}, np.zeros(n, dtype=bool))
+    reads = []
+
+    def read_rows(lo, hi):
+        reads.append(hi - lo)
+        return table[lo:hi]
+
+    got = torch.cat([v.read("m", "emb", r0, min(r0 + 64, n), read_rows, lambda m, r: table[r] * 0 + 9.0, (3,), ("m", "o"), None)
+                     for r0 in range(0, n, 64)])
+    expect = table[torch.from_numpy(np.where(perm < 0, 0, perm))]
+    expect[7] = 9.0  # only "o" has token t7: its row (here 9s) is the default
+    assert torch.equal(got, expect)
+    assert sum(reads) < 2 * n  # two runs per block, not a whole-vocabulary span per block (that would be ~30 n)

@@ -145,11 +145,11 @@ class Vocabulary:
         if r0 < hi_tok:
             p = self.perms[model][r0:hi_tok]
             own = (p >= 0) & ~self.forced[r0:hi_tok]
-            if own.any():
-                lo, hi = int(p[own].min()), int(p[own].max()) + 1
-                block = read_rows(lo, hi).float()
-                idx = np.nonzero(own)[0]
-                out[torch.from_numpy(idx)] = block[torch.from_numpy(p[own] - lo)]
+            idx = np.nonzero(own)[0]
+            for run in _runs(p[idx]):  # the source rows in runs of nearby rows: one read each
+                src_rows = p[idx[run]]
+                lo, hi = int(src_rows.min()), int(src_rows.max()) + 1
+                out[torch.from_numpy(idx[run])] = read_rows(lo, hi).float()[torch.from_numpy(src_rows - lo)]
             for i in np.nonzero(~own)[0]:
                 d = self.default_row(r0 + int(i), name, read_row, defaults)
                 if d is not None:
@@ -160,6 +160,16 @@ class Vocabulary:
                 self._cache[key] = self.read(model, name, 0, self.n_tokens, read_rows, read_row, shape_rest, models, base).mean(0)
             out[max(r0, self.n_tokens) - r0:] = self._cache[key]
         return out
+
+
+def _runs(rows: np.ndarray, gap: int = 64) -> List[np.ndarray]:
+    """Positions into ``rows`` grouped so that each group's rows lie in a span with no hole over
+    ``gap`` rows: a reordered vocabulary costs reads about its own size, not a whole span per block."""
+    if rows.size == 0:
+        return []
+    order = np.argsort(rows, kind="stable")
+    cuts = np.nonzero(np.diff(rows[order]) > gap)[0] + 1
+    return np.split(order, cuts)
 
 
 def needed(cfg: MergeConfig) -> bool:
