@@ -56,8 +56,10 @@ def test_no_write_model_card_and_cpu_flags(folder, capsys):
     err = capsys.readouterr().err
     assert "--cuda: accepted, ignored" in err and "--device cuda:1" in err
     assert not (folder / "out" / "README.md").exists() and (folder / "out" / "transfuse_merge.json").exists()
+    assert not (folder / "out" / "mergekit_config.yml").exists()
     assert _run(["merge", "c.yaml", "out2", "--write-model-card"]) == 0
     assert (folder / "out2" / "README.md").exists()
+    assert (folder / "out2" / "mergekit_config.yml").read_text() == (folder / "c.yaml").read_text()  # as mergekit-yaml
 
 
 def test_unsafe_truncate_embeddings_is_vocab_policy_truncate(folder):

@@ -18,7 +18,9 @@ def load_merge_config(config_or_path: Union[str, Path, Mapping[str, Any], MergeC
         import copy
 
         return validate(MergeConfig, apply_overrides(copy.deepcopy(dict(config_or_path)), overrides))
-    return load_config(MergeConfig, config_or_path, overrides)
+    cfg = load_config(MergeConfig, config_or_path, overrides)
+    cfg._source_text = Path(config_or_path).read_text()  # mergekit writes it beside the card (mergekit_config.yml)
+    return cfg
 
 
 def check(config_or_path, overrides: Iterable[str] = (), *, allow_pickle: bool = False) -> list:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from typing import Any, Dict, List, Literal, Optional, Tuple, Union
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field, PrivateAttr, model_validator
 
 from ..config import Strict
 
@@ -113,6 +113,8 @@ class MergeConfig(Strict):
     prefetch: int = Field(default=4, ge=1, le=64)
     hash_inputs: Literal["sha256", "none"] = "sha256"
     overwrite: bool = False
+
+    _source_text: Optional[str] = PrivateAttr(default=None)  # the YAML as the user wrote it, when read from a file
 
     def referenced_models(self) -> List[str]:
         """Every model the config names, once each: the base first, then in the order listed."""

@@ -350,6 +350,8 @@ def execute(plan: Plan, out: Path, *, progress: bool = False) -> Dict[str, Any]:
         fused = sum(1 for t in plan.tensors if t.group >= 0 and _fast_ok(plan, plan.instances[t.group], t))
         if cfg.model_card:
             (tmp / "README.md").write_text(_model_card(plan, hashes, elapsed, fused))
+            if cfg.dialect == "mergekit" and cfg._source_text is not None:  # beside the card, as mergekit-yaml writes it
+                (tmp / "mergekit_config.yml").write_text(cfg._source_text)
         with open(tmp / "transfuse_merge.json", "w") as f:
             json.dump({"config": cfg.model_dump(mode="json"), "inputs_sha256": hashes, "input_files_sha256": file_hashes,
                        "merge_seconds": elapsed, "fused_tensors": fused}, f, indent=2)
