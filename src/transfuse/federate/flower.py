@@ -60,17 +60,18 @@ def make_strategy(server: Server, *, checkpoint: Optional[Path] = None, round_of
                 node = msg.metadata.dst_node_id
                 k = self.node_clients.get(node)
                 content = RecordDict({"config": msg.content["config"]})
-                if k is None:  # not known yet: every architecture's model, the client picks its own
+                if k is None:  # not known yet (round 1, a resumed run): every architecture's model and every client's state
                     content["arrays"] = ArrayRecord(states[0])
                     for a in range(1, len(states)):
                         content[f"arrays-{a}"] = ArrayRecord(states[a])
                     self.sent[node] = sum(state_bytes(s) for s in states)
+                    extra = {f"{c}/{name}": t for c in range(fed.cfg.clients) for name, t in server.method.client_state(c).items()}
                 else:
                     content["arrays"] = ArrayRecord(states[fed.arch_of(k)])
                     self.sent[node] = state_bytes(states[fed.arch_of(k)])
-                    extra = server.method.client_state(k)
-                    if extra:
-                        content["method-state"] = ArrayRecord(extra)
+                    extra = {f"{k}/{name}": t for name, t in server.method.client_state(k).items()}
+                if extra:  # keyed "CLIENT/NAME": the client keeps its own
+                    content["method-state"] = ArrayRecord(extra)
                 out.append(Message(content=content, message_type=msg.metadata.message_type, dst_node_id=node))
             return out
 
@@ -110,7 +111,9 @@ def train_reply(msg: Any, context: Any, cfg_json: str, seed: int, spec_json: str
     a = fed.arch_of(k)
     sd = msg.content[f"arrays-{a}" if f"arrays-{a}" in msg.content else "arrays"].to_torch_state_dict()
     if "method-state" in msg.content:
-        method.load_client_state(k, msg.content["method-state"].to_torch_state_dict())
+        mine = {name.split("/", 1)[1]: t for name, t in msg.content["method-state"].to_torch_state_dict().items()
+                if name.split("/", 1)[0] == str(k)}
+        method.load_client_state(k, mine)
     new, n, metrics = client_update(fed, k, sd, method, server_round=int(msg.content["config"]["server-round"]))
     reply = RecordDict({"arrays": ArrayRecord(new), "metrics": MetricRecord({"num-examples": n, "client-id": k, **metrics})})
     return Message(reply, reply_to=msg)
