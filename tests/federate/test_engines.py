@@ -69,7 +69,8 @@ def test_deployment_drops_a_hung_and_a_killed_client_and_goes_on(tmp_path, monke
     trace = tmp_path / "trace"
     monkeypatch.setenv(FAULTS_ENV, json.dumps({"hang": {"2:1": timeout + 5, "2:2": 600}, "trace": str(trace)}))
     two = [{"name": "mlp", "params": {"hidden": [32]}}, {"name": "mlp", "params": {"hidden": [16, 16]}}]
-    cfg = FederateConfig(**{**SMALL, "model": two}, engine="deployment", federation={"client_timeout": timeout})
+    rounds = 2 if CI_SMALL else 3  # each round with a dead client waits the whole client_timeout
+    cfg = FederateConfig(**{**SMALL, "model": two, "rounds": rounds}, engine="deployment", federation={"client_timeout": timeout})
     with ThreadPoolExecutor(1) as pool:
         run = pool.submit(run_method, cfg, MethodSpec(name="feddf", params={"steps": 3}), 0)
         marker = trace / "started-r2-c2"
@@ -81,13 +82,14 @@ def test_deployment_drops_a_hung_and_a_killed_client_and_goes_on(tmp_path, monke
             except ProcessLookupError:
                 pass
         h = run.result(timeout=600)["history"]
-    assert [x["round"] for x in h] == [1, 2, 3]
+    assert [x["round"] for x in h] == list(range(1, rounds + 1))
     assert set(h[0]["clients"]) == {"0", "1", "2"} and h[0]["dropped"] == []
     assert set(h[1]["clients"]) == {"0"}
     assert sorted(d["client"] for d in h[1]["dropped"]) == [1, 2]
     assert all("client_timeout" in d["error"] for d in h[1]["dropped"])
-    assert "0" in h[2]["clients"] and "2" not in h[2]["clients"]
-    assert len(h[2]["global_acc_by_model"]) == 2 and h[2]["global_acc"] > 0.2
+    assert len(h[-1]["global_acc_by_model"]) == 2 and h[-1]["global_acc"] > 0.2
+    if rounds == 3:
+        assert "0" in h[2]["clients"] and "2" not in h[2]["clients"]
 
 
 @pytest.mark.slow

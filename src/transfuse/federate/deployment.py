@@ -134,6 +134,8 @@ def run_deployment(cfg: FederateConfig, seed: int, spec: MethodSpec, aggregation
     from .flower import finished, require_flower
 
     require_flower()
+    # the run config carries this one method (its aggregation explicit), so the apps find it by its label
+    cfg = cfg.model_copy(update={"methods": [spec.model_copy(update={"aggregate": aggregation})]})
     if checkpoint is not None:  # the ServerApp derives the same folder from checkpoint_dir; make it absolute for it
         cfg = cfg.model_copy(update={"checkpoint_dir": str(Path(cfg.checkpoint_dir).resolve())})
     workdir = Path(tempfile.mkdtemp(prefix="transfuse-flwr-"))
@@ -147,12 +149,16 @@ def run_deployment(cfg: FederateConfig, seed: int, spec: MethodSpec, aggregation
                cfg.federation.startup_timeout)
         until = time.time() + 30
         while not (result / "final" / "state.safetensors").exists() and time.time() < until:  # the stream may end first
+            if "ServerApp raised an exception" in (fedn.logs / "flwr-run.log").read_text(errors="replace"):
+                break
             time.sleep(0.5)
     finally:
         fedn.stop()
     server = Server(build_federation(cfg, seed), spec, aggregation)
     if not (result / "final" / "state.safetensors").exists():
-        raise TransfuseError(f"the ServerApp wrote no result; see {fedn.logs / 'flwr-run.log'} and {fedn.logs / 'superlink.log'}")
+        log = (fedn.logs / "flwr-run.log").read_text(errors="replace")
+        said = [line.split(":", 1)[1].strip() for line in log.splitlines() if line.startswith("transfuse.errors.TransfuseError:")]
+        raise TransfuseError(f"{said[-1] if said else 'the ServerApp wrote no result'} (the Flower run's log: {fedn.logs / 'flwr-run.log'})")
     load_checkpoint(server, result / "final")
     finished(server, cfg, progress, "deployment")
     shutil.rmtree(workdir, ignore_errors=True)
