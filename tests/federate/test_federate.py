@@ -175,3 +175,23 @@ def test_fedka_adapts_on_a_rotated_target(tmp_path):
     assert h[-1]["global_acc"] > 0.3
     with pytest.raises(TransfuseError, match="target_rotate"):
         transfuse.federate(_cfg(tmp_path, methods=["fedka"], server_data=100))
+
+
+def test_the_flower_app_resolves_a_recipe_from_its_run_config():
+    pytest.importorskip("flwr")
+    from pathlib import Path
+
+    import tomllib
+
+    import transfuse.recipes
+    from transfuse.federate import app
+
+    assert callable(app.server_app) and callable(app.client_app)  # module-level: what `flwr run` loads
+    shipped = Path(app.__file__).parent / "flower_app" / "pyproject.toml"
+    comps = tomllib.loads(shipped.read_text())["tool"]["flwr"]["app"]["components"]
+    assert comps == {"serverapp": "transfuse.federate.app:server_app", "clientapp": "transfuse.federate.app:client_app"}
+    recipe = str(Path(transfuse.recipes.__file__).parent / "configs" / "federate_dirichlet.yaml")
+    cfg, spec, agg, seed = app.resolve({"recipe": recipe, "overrides": "clients=4", "method": "ties", "seed": -1})
+    assert (cfg.clients, spec.name, agg.name, seed) == (4, "fedavg", "ties", 0)
+    with pytest.raises(TransfuseError, match="its methods: fedavg, ties"):
+        app.resolve({"recipe": recipe, "method": "tie"})

@@ -4,9 +4,12 @@ submits the shipped Flower App (``flower_app/pyproject.toml``, components in ``a
 ``flwr run`` and the recipe as its run config, waits for the ServerApp's final state, and stops the
 processes it started. Nothing leaves localhost; ports are picked free.
 
-The manual equivalent (what docs/benchmarks/federate.md shows): ``flower-superlink --insecure``,
-N times ``flower-supernode --insecure --superlink 127.0.0.1:9093 --port <its own> --node-config ...``, then
-``flwr run <flower_app> <connection> --run-config 'recipe="federate.yaml"' --stream``.
+The manual equivalent (flwr 1.42 serves the SuperLink's Fleet, Control and Runtime APIs on one
+HTTP port, 8000 by default): ``flower-superlink --insecure``; per client ``flower-supernode --insecure
+--superlink 127.0.0.1:8000 --port 9094 --node-config "partition-id=0 num-partitions=N"`` (a port
+each); a connection in ``$FLWR_HOME/config.toml`` (``[superlink.local-deployment]`` with
+``address = "127.0.0.1:8000"`` and ``insecure = true``); then ``flwr run <transfuse>/federate/flower_app
+local-deployment --run-config 'recipe="/abs/federate.yaml"' --stream``.
 """
 from __future__ import annotations
 
