@@ -237,8 +237,9 @@ class Server:
         extra: Dict[str, float] = {}
         if type(self.method).server_transfer is not FederatedMethod.server_transfer and sds:
             clients = [load_state(self.fed.new_model(self.fed.arch_of(r[0])), r[1]) for r in results]
-            for model in (self.models if self.method.transfers_into_global else self.models[:1]):
-                extra = self.method.server_transfer(model, clients, self.fed.transfer, self.generator, [r[0] for r in results])
+            outs = [self.method.server_transfer(model, clients, self.fed.transfer, self.generator, [r[0] for r in results])
+                    for model in (self.models if self.method.transfers_into_global else self.models[:1])]
+            extra = {k: sum(o[k] for o in outs) / len(outs) for k in outs[0]}  # one architecture: its own numbers
         record: Dict[str, Any] = {
             "round": server_round,
             "global_acc": accuracy(self.model, self.fed.test),
