@@ -36,6 +36,19 @@ def _wait_for(path, timeout):
         time.sleep(0.2)
 
 
+def _client_node(clientapp, parent):
+    """The ClientApp process, the SuperExec that launched it and the SuperNode that SuperExec serves
+    (flwr 1.42: ``flower-superexec ... --parent-pid SUPERNODE``)."""
+    pids = [parent, clientapp]
+    try:
+        argv = open(f"/proc/{parent}/cmdline", "rb").read().split(b"\0")
+        if b"--parent-pid" in argv:
+            pids.insert(0, int(argv[argv.index(b"--parent-pid") + 1]))
+    except OSError:
+        pass
+    return pids
+
+
 def _same_state(a, b):
     assert set(a) == set(b)
     for k in a:
@@ -62,7 +75,7 @@ def test_flower_simulation_resumes_knfu_to_the_inprocess_weights(tmp_path):
 @pytest.mark.slow
 def test_deployment_drops_a_hung_and_a_killed_client_and_goes_on(tmp_path, monkeypatch):
     """Real processes: SuperLink + 3 SuperNodes, two client architectures (feddf). In round 2 client 1
-    hangs past client_timeout and client 2's SuperNode and ClientApp are killed (SIGKILL) mid-round;
+    hangs past client_timeout and client 2's ClientApp, SuperExec and SuperNode are killed (SIGKILL) mid-round;
     round 2 aggregates client 0 alone, round 3 runs without client 2."""
     pytest.importorskip("flwr")
     timeout = 30.0
@@ -75,13 +88,15 @@ def test_deployment_drops_a_hung_and_a_killed_client_and_goes_on(tmp_path, monke
         run = pool.submit(run_method, cfg, MethodSpec(name="feddf", params={"steps": 3}), 0)
         marker = trace / "started-r2-c2"
         _wait_for(marker, 300)
-        clientapp, supernode = map(int, marker.read_text().split())
-        for pid in (supernode, clientapp):  # the client's processes, started by this test's run
+        clientapp, superexec = map(int, marker.read_text().split())
+        node = _client_node(clientapp, superexec)
+        for pid in node:  # the client's processes, started by this test's run
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
         h = run.result(timeout=600)["history"]
+    assert len(node) == 3  # the SuperNode was found and killed too
     assert [x["round"] for x in h] == list(range(1, rounds + 1))
     assert set(h[0]["clients"]) == {"0", "1", "2"} and h[0]["dropped"] == []
     assert set(h[1]["clients"]) == {"0"}
