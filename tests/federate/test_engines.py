@@ -56,17 +56,21 @@ def _same_state(a, b):
 
 
 @pytest.mark.slow
-def test_flower_simulation_resumes_knfu_to_the_inprocess_weights(tmp_path):
+def test_flower_simulation_resumes_knfu_to_the_inprocess_weights(tmp_path, monkeypatch):
     """Rounds 1 in process, checkpointed; rounds 2-3 under run_simulation from that checkpoint: KnFu's
     targets go from the checkpoint to clients the strategy does not know yet (round 2), then to known
-    ones (round 3); the final weights equal an unbroken in-process run's, bit for bit."""
+    ones (round 3); client 1 crashes in round 3 on both engines and is dropped; the final weights
+    equal an unbroken in-process run's, bit for bit."""
     pytest.importorskip("flwr")
+    monkeypatch.setenv(FAULTS_ENV, json.dumps({"crash": ["3:1"]}))
     ckpt = tmp_path / "ckpt"
     whole = run_method(FederateConfig(**SMALL, checkpoint_dir=str(tmp_path / "whole")), KNFU, 0)["history"]
     run_method(FederateConfig(**{**SMALL, "rounds": 1}, checkpoint_dir=str(ckpt)), KNFU, 0)
     assert len(json.loads((ckpt / "knfu-seed0" / "history.json").read_text())) == 1
     flower = run_method(FederateConfig(**SMALL, checkpoint_dir=str(ckpt), engine="flower", flower={"num_cpus": 2}), KNFU, 0)["history"]
     assert [h["round"] for h in flower] == [1, 2, 3]
+    assert [d["client"] for d in flower[2]["dropped"]] == [d["client"] for d in whole[2]["dropped"]] == [1]
+    assert set(flower[2]["clients"]) == {"0", "2"} and "crashed" in flower[2]["dropped"][0]["error"]
     assert [h["global_acc"] for h in flower] == [h["global_acc"] for h in whole]
     assert [h["mean_local_acc"] for h in flower] == [h["mean_local_acc"] for h in whole]
     _same_state(load_file(str(ckpt / "knfu-seed0" / "state.safetensors")), load_file(str(tmp_path / "whole" / "knfu-seed0" / "state.safetensors")))
