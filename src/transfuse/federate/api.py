@@ -25,6 +25,7 @@ def load_federate_config(config: Union[str, Path, Mapping[str, Any], FederateCon
 def check_config(cfg: FederateConfig) -> None:
     """Every name and parameter the recipe gives, checked before any training."""
     from .aggregate import check_aggregator
+    from .federation import check_architectures
     from .methods import build_method
 
     labels = []
@@ -37,10 +38,7 @@ def check_config(cfg: FederateConfig) -> None:
             raise TransfuseError(f"method {spec.name!r} needs server data: set server_data=N (unlabelled training samples the server keeps)")
         if spec.name == "fedka" and (cfg.target_rotate is None or not cfg.server_data):
             raise TransfuseError("method 'fedka' adapts to a target domain: set target_rotate=DEGREES and server_data=N (its unlabelled target inputs)")
-        if len(cfg.model_specs()) > 1 and not build_method(spec.name, spec.params).across_architectures:
-            raise TransfuseError(
-                f"method {spec.name!r} aggregates client weights, which cannot be averaged across {len(cfg.model_specs())} different "
-                "client architectures; list one model, or use a method whose knowledge goes through logits (feddf, knfu)")
+        check_architectures(spec.name, build_method(spec.name, spec.params), len(cfg.model_specs()))
     dupes = sorted({x for x in labels if labels.count(x) > 1})
     if dupes:
         raise TransfuseError(f"two methods share the label {dupes[0]!r}; give one of them label: NAME")

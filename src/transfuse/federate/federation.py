@@ -170,6 +170,14 @@ def injected_fault(server_round: int, client: int) -> None:
         time.sleep(float(faults["hang"][at]))
 
 
+def check_architectures(name: str, method: FederatedMethod, architectures: int) -> None:
+    """Weights average only between equal architectures: several need a method whose knowledge goes through logits."""
+    if architectures > 1 and not method.across_architectures:
+        raise TransfuseError(
+            f"method {name!r} aggregates client weights, which cannot be averaged across {architectures} different "
+            "client architectures; list one model, or use a method whose knowledge goes through logits (feddf, knfu)")
+
+
 class Server:
     """The server side of one method: aggregation (fedavg or a merge method on deltas), then the
     method's server transfer, then the evaluation; keeps the per-round history.
@@ -183,10 +191,7 @@ class Server:
         self.fed = fed
         self.spec = spec
         self.method = build_method(spec.name, spec.params)
-        if fed.architectures > 1 and not self.method.across_architectures:
-            raise TransfuseError(
-                f"method {spec.name!r} aggregates client weights, which cannot be averaged across {fed.architectures} different "
-                "client architectures; use one model, or a method whose knowledge goes through logits (feddf, knfu)")
+        check_architectures(spec.name, self.method, fed.architectures)
         self.method.bind(transfer=fed.transfer, target=fed.target_inputs)
         self.aggregation = aggregation
         self.models = [fed.new_model(a) for a in range(fed.architectures)]
@@ -203,10 +208,6 @@ class Server:
     def states(self) -> List[StateDict]:
         """Every architecture's global state dict."""
         return [clone_state(m.state_dict()) for m in self.models]
-
-    def state_for(self, client: int) -> StateDict:
-        """The global model client ``client`` starts its round from (its architecture's)."""
-        return clone_state(self.models[self.fed.arch_of(client)].state_dict())
 
     def method_state(self) -> Dict[str, Tensor]:
         """Tensors the method keeps between rounds (KnFu's per-client targets), for checkpoints."""
