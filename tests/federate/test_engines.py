@@ -141,3 +141,32 @@ def test_a_server_killed_with_sigkill_resumes_to_the_same_final_weights(tmp_path
     _same_state(resumed, load_file(str(whole / "knfu-seed0" / "state.safetensors")))
     summary = json.loads((tmp_path / "out" / "results.json").read_text())
     assert [h["round"] for h in summary["methods"]["knfu"]["runs"][0]["history"]] == [1, 2, 3]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CI_SMALL, reason="starts a SuperLink and its SuperNodes twice (about 2 min); runs at full size only")
+def test_a_killed_deployment_serverapp_resumes_to_the_same_final_weights(tmp_path, monkeypatch):
+    """Real processes: the ServerApp process is killed (SIGKILL) while it waits in round 3; the run
+    fails with one sentence, and a second `engine=deployment` run (a fresh SuperLink and SuperNodes)
+    resumes after round 2 from the checkpoint to an unbroken in-process run's weights and KnFu state."""
+    pytest.importorskip("flwr")
+    from transfuse.errors import TransfuseError
+
+    trace = tmp_path / "trace"
+    monkeypatch.setenv(FAULTS_ENV, json.dumps({"hang": {"3:0": 45}, "trace": str(trace)}))
+    cfg = FederateConfig(**SMALL, engine="deployment", checkpoint_dir=str(tmp_path / "ckpt"), federation={"client_timeout": 120})
+    with ThreadPoolExecutor(1) as pool:
+        run = pool.submit(run_method, cfg, KNFU, 0)
+        _wait_for(trace / "started-r3-c0", 300)  # the server has saved round 2 and waits for round 3's replies
+        serverapp = int((trace / "saved-r2").read_text().split()[0])
+        os.kill(serverapp, signal.SIGKILL)
+        with pytest.raises(TransfuseError):
+            run.result(timeout=600)
+    assert len(json.loads((tmp_path / "ckpt" / "knfu-seed0" / "history.json").read_text())) == 2
+    monkeypatch.delenv(FAULTS_ENV)
+    h = run_method(cfg, KNFU, 0)["history"]
+    assert [x["round"] for x in h] == [1, 2, 3]
+    whole = run_method(FederateConfig(**SMALL, checkpoint_dir=str(tmp_path / "whole")), KNFU, 0)["history"]
+    assert [x["global_acc"] for x in h] == [x["global_acc"] for x in whole]
+    _same_state(load_file(str(tmp_path / "ckpt" / "knfu-seed0" / "state.safetensors")),
+                load_file(str(tmp_path / "whole" / "knfu-seed0" / "state.safetensors")))

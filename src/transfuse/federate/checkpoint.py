@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from .federation import Server
+from .federation import Server, trace
 
 
 def save_checkpoint(server: Server, folder: Path) -> None:
@@ -25,6 +25,7 @@ def save_checkpoint(server: Server, folder: Path) -> None:
     os.replace(folder / "state.safetensors.tmp", folder / "state.safetensors")
     (folder / "history.json.tmp").write_text(history)
     os.replace(folder / "history.json.tmp", folder / "history.json")
+    trace(f"saved-r{len(server.history)}")
 
 
 def load_checkpoint(server: Server, folder: Path) -> int:

@@ -148,7 +148,8 @@ FAULTS_ENV = "TRANSFUSE_FEDERATE_FAULTS"
 def injected_fault(server_round: int, client: int) -> None:
     """Fault injection for tests and drills, from the environment (every engine's clients read it):
     ``TRANSFUSE_FEDERATE_FAULTS='{"hang": {"ROUND:CLIENT": SECONDS}, "crash": ["ROUND:CLIENT"], "trace": DIR}'``.
-    ``trace``: each client writes ``DIR/started-rROUND-cCLIENT`` (its pid and parent pid) when it starts a round."""
+    ``trace``: each client writes ``DIR/started-rROUND-cCLIENT`` (its pid and parent pid) when it starts a round,
+    the server ``DIR/saved-rROUND`` when it has checkpointed a round."""
     import json
     import os
     import time
@@ -158,12 +159,7 @@ def injected_fault(server_round: int, client: int) -> None:
         return
     faults = json.loads(raw)
     at = f"{server_round}:{client}"
-    if faults.get("trace"):
-        os.makedirs(faults["trace"], exist_ok=True)
-        path = os.path.join(faults["trace"], f"started-r{server_round}-c{client}")
-        with open(path + ".tmp", "w") as fh:
-            fh.write(f"{os.getpid()} {os.getppid()}")
-        os.replace(path + ".tmp", path)
+    trace(f"started-r{server_round}-c{client}")
     if at in faults.get("crash", []):
         raise RuntimeError(f"client {client} crashed in round {server_round} (injected)")
     if at in faults.get("hang", {}):
@@ -176,6 +172,22 @@ def check_architectures(name: str, method: FederatedMethod, architectures: int) 
         raise TransfuseError(
             f"method {name!r} aggregates client weights, which cannot be averaged across {architectures} different "
             "client architectures; list one model, or use a method whose knowledge goes through logits (feddf, knfu)")
+
+
+def trace(name: str) -> None:
+    """With ``"trace": DIR`` in TRANSFUSE_FEDERATE_FAULTS: write ``DIR/name`` holding this process's pid and parent pid."""
+    import json
+    import os
+
+    raw = os.environ.get(FAULTS_ENV)
+    folder = json.loads(raw).get("trace") if raw else None
+    if not folder:
+        return
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, name)
+    with open(path + ".tmp", "w") as fh:
+        fh.write(f"{os.getpid()} {os.getppid()}")
+    os.replace(path + ".tmp", path)
 
 
 class Server:
