@@ -13,7 +13,6 @@ local-deployment --run-config 'recipe="/abs/federate.yaml"' --stream``.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
