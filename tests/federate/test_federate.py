@@ -100,17 +100,6 @@ def test_shipped_recipe_loads():
     assert cfg.engine == "flower" and len(cfg.method_specs()) == 4
 
 
-@pytest.mark.slow
-def test_flower_simulation_matches_the_inprocess_loop(tmp_path):
-    pytest.importorskip("flwr")
-    cfg = FederateConfig(**_cfg(tmp_path, clients=2, rounds=2 if not os.environ.get("TRANSFUSE_CI_SMALL") else 1,
-                                aggregate={"name": "ties", "params": {"density": 0.5}}, engine="flower"))
-    flower = run_method(cfg, MethodSpec(name="fedavg"), 0)["history"]
-    inproc = run_method(cfg.model_copy(update={"engine": "inprocess"}), MethodSpec(name="fedavg"), 0)["history"]
-    assert [h["global_acc"] for h in flower] == [h["global_acc"] for h in inproc]
-    assert [h["mean_local_acc"] for h in flower] == pytest.approx([h["mean_local_acc"] for h in inproc])
-
-
 def test_knfu_targets_come_from_the_most_similar_neighbours():
     import torch
     from torch import nn
@@ -134,12 +123,10 @@ def test_knfu_targets_come_from_the_most_similar_neighbours():
     assert set(knfu.targets) == {7, 8, 9}
 
 
-def test_knfu_runs_in_process_and_is_refused_on_flower(tmp_path):
+def test_knfu_runs_in_process(tmp_path):
     cfg = FederateConfig(**_cfg(tmp_path, server_data=100))
     h = run_method(cfg, MethodSpec(name="knfu", params={"steps": 3}), 0)["history"]
     assert "knfu_mean_kl" in h[0] and h[-1]["global_acc"] > 0.3
-    with pytest.raises(TransfuseError, match="engine=inprocess"):
-        transfuse.federate(_cfg(tmp_path, server_data=100, methods=["knfu"], engine="flower"))
 
 
 def test_a_killed_server_resumes_to_the_same_final_weights(tmp_path):
@@ -188,3 +175,23 @@ def test_fedka_adapts_on_a_rotated_target(tmp_path):
     assert h[-1]["global_acc"] > 0.3
     with pytest.raises(TransfuseError, match="target_rotate"):
         transfuse.federate(_cfg(tmp_path, methods=["fedka"], server_data=100))
+
+
+def test_the_flower_app_resolves_a_recipe_from_its_run_config():
+    pytest.importorskip("flwr")
+    from pathlib import Path
+
+    import tomllib
+
+    import transfuse.recipes
+    from transfuse.federate import app
+
+    assert callable(app.server_app) and callable(app.client_app)  # module-level: what `flwr run` loads
+    shipped = Path(app.__file__).parent / "flower_app" / "pyproject.toml"
+    comps = tomllib.loads(shipped.read_text())["tool"]["flwr"]["app"]["components"]
+    assert comps == {"serverapp": "transfuse.federate.app:server_app", "clientapp": "transfuse.federate.app:client_app"}
+    recipe = str(Path(transfuse.recipes.__file__).parent / "configs" / "federate_dirichlet.yaml")
+    cfg, spec, agg, seed = app.resolve({"recipe": recipe, "overrides": "clients=4", "method": "ties", "seed": -1})
+    assert (cfg.clients, spec.name, agg.name, seed) == (4, "fedavg", "ties", 0)
+    with pytest.raises(TransfuseError, match="its methods: fedavg, ties"):
+        app.resolve({"recipe": recipe, "method": "tie"})

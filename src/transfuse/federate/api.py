@@ -25,6 +25,7 @@ def load_federate_config(config: Union[str, Path, Mapping[str, Any], FederateCon
 def check_config(cfg: FederateConfig) -> None:
     """Every name and parameter the recipe gives, checked before any training."""
     from .aggregate import check_aggregator
+    from .federation import check_architectures
     from .methods import build_method
 
     labels = []
@@ -37,18 +38,19 @@ def check_config(cfg: FederateConfig) -> None:
             raise TransfuseError(f"method {spec.name!r} needs server data: set server_data=N (unlabelled training samples the server keeps)")
         if spec.name == "fedka" and (cfg.target_rotate is None or not cfg.server_data):
             raise TransfuseError("method 'fedka' adapts to a target domain: set target_rotate=DEGREES and server_data=N (its unlabelled target inputs)")
-        if cfg.engine == "flower" and build_method(spec.name, spec.params).inprocess_only:
-            raise TransfuseError(f"method {spec.name!r} keeps per-client state the Flower engine does not carry yet; run it with engine=inprocess")
+        check_architectures(spec.name, build_method(spec.name, spec.params), len(cfg.model_specs()))
     dupes = sorted({x for x in labels if labels.count(x) > 1})
     if dupes:
         raise TransfuseError(f"two methods share the label {dupes[0]!r}; give one of them label: NAME")
     if cfg.clients_per_round and cfg.clients_per_round > cfg.clients:
         raise TransfuseError(f"clients_per_round={cfg.clients_per_round} exceeds clients={cfg.clients}")
-    if cfg.engine == "flower":
+    if not cfg.model_specs():
+        raise TransfuseError("model is an empty list; give one model, or several client architectures as a list")
+    if cfg.federation.client_timeout is not None and cfg.engine == "inprocess":
+        raise TransfuseError("federation.client_timeout needs clients in other processes: set engine=flower or engine=deployment")
+    if cfg.engine in ("flower", "deployment"):
         from .flower import require_flower
 
-        if cfg.checkpoint_dir:
-            raise TransfuseError("checkpoint_dir (server checkpoints and resume) works with engine=inprocess only for now")
         require_flower()
 
 
@@ -71,8 +73,8 @@ def prepare_output(cfg: FederateConfig) -> Path:
 
 def run_method(cfg: FederateConfig, spec: MethodSpec, seed: int, *, progress: Optional[Callable[[str], None]] = None,
                fail: Optional[Callable[[int, int], bool]] = None) -> Dict[str, Any]:
-    ckpt = Path(cfg.checkpoint_dir) / f"{_label(spec, cfg)}-seed{seed}" if cfg.checkpoint_dir else None
     """One method under one seed on the recipe's engine: its per-round history and wall time."""
+    ckpt = Path(cfg.checkpoint_dir) / f"{_label(spec, cfg)}-seed{seed}" if cfg.checkpoint_dir else None
     from .federation import build_federation
     from .inprocess import run_inprocess
 
@@ -81,7 +83,11 @@ def run_method(cfg: FederateConfig, spec: MethodSpec, seed: int, *, progress: Op
     if cfg.engine == "flower":
         from .flower import run_flower
 
-        server = run_flower(cfg, seed, spec, agg, progress=progress)
+        server = run_flower(cfg, seed, spec, agg, progress=progress, checkpoint=ckpt)
+    elif cfg.engine == "deployment":
+        from .deployment import run_deployment
+
+        server = run_deployment(cfg, seed, spec, agg, progress=progress, checkpoint=ckpt)
     else:
         server = run_inprocess(build_federation(cfg, seed), spec, agg, progress=progress, fail=fail, checkpoint=ckpt)
     return {"seed": seed, "history": server.history, "seconds": time.perf_counter() - t0}

@@ -36,11 +36,21 @@ class Federation:
     num_classes: int = 0
     domains: List[float] = field(default_factory=list)
 
-    def new_model(self) -> nn.Module:
+    def new_model(self, arch: int = 0) -> nn.Module:
+        """A fresh model of architecture ``arch`` (an index into ``cfg.model_specs()``), seeded."""
         from ..models import build_model
 
-        torch.manual_seed(self.seed)  # the same initial global model for every method
-        return build_model(self.cfg.model.name, self.cfg.model.params, in_shape=self.in_shape, num_classes=self.num_classes)
+        spec = self.cfg.model_specs()[arch]
+        torch.manual_seed(self.seed + 1_000_033 * arch)  # the same initial global model(s) for every method
+        return build_model(spec.name, spec.params, in_shape=self.in_shape, num_classes=self.num_classes)
+
+    @property
+    def architectures(self) -> int:
+        return len(self.cfg.model_specs())
+
+    def arch_of(self, client: int) -> int:
+        """The architecture client ``client`` trains: the recipe's models dealt round-robin."""
+        return client % self.architectures
 
 
 _CACHE: Dict[str, Federation] = {}
@@ -106,8 +116,9 @@ def load_state(model: nn.Module, sd: StateDict) -> nn.Module:
 def client_update(fed: Federation, k: int, global_sd: StateDict, method: FederatedMethod, *, server_round: int) -> Tuple[StateDict, int, Dict[str, float]]:
     """Client ``k`` trains the global model on its shard: (its state dict, its sample count, metrics)."""
     cfg = fed.cfg.local
+    injected_fault(server_round, k)
     method.bind(transfer=fed.transfer, target=fed.target_inputs)
-    model = load_state(fed.new_model(), global_sd)
+    model = load_state(fed.new_model(fed.arch_of(k)), global_sd)
     global_params = [p.detach().clone() for p in model.parameters()]
     params = [p for p in model.parameters() if p.requires_grad]
     opt = (torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum) if cfg.optimizer == "sgd"
@@ -131,32 +142,91 @@ def client_update(fed: Federation, k: int, global_sd: StateDict, method: Federat
     return clone_state(model.state_dict()), len(data), metrics
 
 
+FAULTS_ENV = "TRANSFUSE_FEDERATE_FAULTS"
+
+
+def injected_fault(server_round: int, client: int) -> None:
+    """Fault injection for tests and drills, from the environment (every engine's clients read it):
+    ``TRANSFUSE_FEDERATE_FAULTS='{"hang": {"ROUND:CLIENT": SECONDS}, "crash": ["ROUND:CLIENT"], "trace": DIR}'``.
+    ``trace``: each client writes ``DIR/started-rROUND-cCLIENT`` (its pid and parent pid) when it starts a round,
+    the server ``DIR/saved-rROUND`` when it has checkpointed a round."""
+    import json
+    import os
+    import time
+
+    raw = os.environ.get(FAULTS_ENV)
+    if not raw:
+        return
+    faults = json.loads(raw)
+    at = f"{server_round}:{client}"
+    trace(f"started-r{server_round}-c{client}")
+    if at in faults.get("crash", []):
+        raise RuntimeError(f"client {client} crashed in round {server_round} (injected)")
+    if at in faults.get("hang", {}):
+        time.sleep(float(faults["hang"][at]))
+
+
+def check_architectures(name: str, method: FederatedMethod, architectures: int) -> None:
+    """Weights average only between equal architectures: several need a method whose knowledge goes through logits."""
+    if architectures > 1 and not method.across_architectures:
+        raise TransfuseError(
+            f"method {name!r} aggregates client weights, which cannot be averaged across {architectures} different "
+            "client architectures; list one model, or use a method whose knowledge goes through logits (feddf, knfu)")
+
+
+def trace(name: str) -> None:
+    """With ``"trace": DIR`` in TRANSFUSE_FEDERATE_FAULTS: write ``DIR/name`` holding this process's pid and parent pid."""
+    import json
+    import os
+
+    raw = os.environ.get(FAULTS_ENV)
+    folder = json.loads(raw).get("trace") if raw else None
+    if not folder:
+        return
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, name)
+    with open(path + ".tmp", "w") as fh:
+        fh.write(f"{os.getpid()} {os.getppid()}")
+    os.replace(path + ".tmp", path)
+
+
 class Server:
     """The server side of one method: aggregation (fedavg or a merge method on deltas), then the
-    method's server transfer, then the evaluation; keeps the per-round history."""
+    method's server transfer, then the evaluation; keeps the per-round history.
+
+    With several client architectures the server keeps one global model per architecture; each is
+    aggregated from its own clients only (weights can be averaged only between equal
+    architectures) and knowledge crosses architectures through logits (FedDF distils every client's
+    ensemble into each global model, KnFu fuses predictions), as FedDF's heterogeneous setting does."""
 
     def __init__(self, fed: Federation, spec: MethodSpec, aggregation: AggregateSpec) -> None:
         self.fed = fed
         self.spec = spec
         self.method = build_method(spec.name, spec.params)
+        check_architectures(spec.name, self.method, fed.architectures)
         self.method.bind(transfer=fed.transfer, target=fed.target_inputs)
         self.aggregation = aggregation
-        self.model = fed.new_model()
+        self.models = [fed.new_model(a) for a in range(fed.architectures)]
+        self.model = self.models[0]  # the global model that is evaluated as "global_acc"
         self.history: List[Dict[str, Any]] = []
         self.generator = torch.Generator().manual_seed(fed.seed + 7)
 
     @property
     def state(self) -> StateDict:
+        """Architecture 0's global state dict."""
         return clone_state(self.model.state_dict())
+
+    @property
+    def states(self) -> List[StateDict]:
+        """Every architecture's global state dict."""
+        return [clone_state(m.state_dict()) for m in self.models]
 
     def method_state(self) -> Dict[str, Tensor]:
         """Tensors the method keeps between rounds (KnFu's per-client targets), for checkpoints."""
-        targets = getattr(self.method, "targets", None)
-        return {f"targets.{k}": v for k, v in (targets or {}).items()}
+        return self.method.server_state()
 
     def load_method_state(self, tensors: Dict[str, Tensor]) -> None:
-        if hasattr(self.method, "targets"):
-            self.method.targets = {int(k.split(".", 1)[1]): v for k, v in tensors.items() if k.startswith("targets.")}
+        self.method.load_server_state(tensors)
 
     def sample_clients(self, server_round: int) -> List[int]:
         """The clients of a round: all, or ``clients_per_round`` of them drawn by the seed."""
@@ -169,15 +239,20 @@ class Server:
     def round(self, server_round: int, results: Sequence[Tuple[int, StateDict, int, Dict[str, float]]],
               *, sent: int = 0, received: int = 0) -> StateDict:
         """Aggregate the round's (client id, state dict, sample count, metrics) and transfer; returns the new global state."""
-        global_sd = self.state
+        results = sorted(results, key=lambda r: r[0])  # one order whatever order the replies came in
         sds = [r[1] for r in results]
-        new = aggregate(global_sd, sds, [r[2] for r in results], name=self.aggregation.name,
-                        params=self.aggregation.params, seed=self.fed.seed + server_round)
-        load_state(self.model, new)
+        for a, model in enumerate(self.models):  # each architecture from its own clients
+            group = [r for r in results if self.fed.arch_of(r[0]) == a]
+            if group:
+                new = aggregate(clone_state(model.state_dict()), [r[1] for r in group], [r[2] for r in group], name=self.aggregation.name,
+                                params=self.aggregation.params, seed=self.fed.seed + server_round + 7919 * a)
+                load_state(model, new)
         extra: Dict[str, float] = {}
         if type(self.method).server_transfer is not FederatedMethod.server_transfer and sds:
-            clients = [load_state(self.fed.new_model(), sd) for sd in sds]
-            extra = self.method.server_transfer(self.model, clients, self.fed.transfer, self.generator, [r[0] for r in results])
+            clients = [load_state(self.fed.new_model(self.fed.arch_of(r[0])), r[1]) for r in results]
+            outs = [self.method.server_transfer(model, clients, self.fed.transfer, self.generator, [r[0] for r in results])
+                    for model in (self.models if self.method.transfers_into_global else self.models[:1])]
+            extra = {k: sum(o[k] for o in outs) / len(outs) for k in outs[0]}  # one architecture: its own numbers
         record: Dict[str, Any] = {
             "round": server_round,
             "global_acc": accuracy(self.model, self.fed.test),
@@ -187,6 +262,8 @@ class Server:
             "bytes_up": received + int(extra.pop("bytes_up_extra", 0)),
             **extra,
         }
+        if len(self.models) > 1:
+            record["global_acc_by_model"] = [accuracy(m, self.fed.test) for m in self.models]
         if self.fed.target is not None:
             record["target_acc"] = accuracy(self.model, self.fed.target)
         self.history.append(record)

@@ -10,7 +10,7 @@ The recipe (recipes/configs/federate_dirichlet.yaml is the shipped example)::
     model: {name: mlp, params: {hidden: [128]}}
     server_data: 1000                              # unlabelled samples the server keeps (feddf, knfu)
     methods: [fedavg, {name: fedavg, aggregate: {name: ties, params: {density: 0.3}}}, {name: feddf}]
-    engine: flower                                 # or inprocess
+    engine: flower                                 # or inprocess, or deployment (SuperLink + SuperNodes)
     output: runs/federate
 """
 from __future__ import annotations

@@ -12,8 +12,13 @@ one shared round (client local training -> aggregation -> optional server transf
   the server (FedDF distils the clients' ensemble into the global model on the unlabelled
   ``transfer`` inputs; KnFu fuses each client's neighbours' predictions).
 
-``inprocess_only``: the method keeps per-client state between the server step and the next round's
-clients in its own object, which the Flower engine (clients in other processes) does not carry yet.
+State between rounds: ``server_state`` / ``load_server_state`` (what a checkpoint keeps, e.g. KnFu's
+per-client targets) and ``client_state(client)`` / ``load_client_state(client, tensors)`` (what the
+server sends one client with its round's model, so clients in other processes get it under Flower).
+
+``across_architectures``: knowledge crosses client architectures through logits (FedDF, KnFu), so a
+recipe may list several client models; ``transfers_into_global``: ``server_transfer`` trains the
+global model (FedDF, FedKA), so with several architectures it runs once per global model.
 """
 from __future__ import annotations
 
@@ -35,7 +40,22 @@ class FederatedMethod:
         logits = model(batch["inputs"])  # (B, C)
         return F.cross_entropy(logits.float(), batch["labels"])
 
-    inprocess_only: bool = False
+    across_architectures: bool = False
+    transfers_into_global: bool = True
+
+    def server_state(self) -> Dict[str, Tensor]:
+        """Tensors kept between rounds on the server (saved in checkpoints)."""
+        return {}
+
+    def load_server_state(self, tensors: Dict[str, Tensor]) -> None:
+        pass
+
+    def client_state(self, client: int) -> Dict[str, Tensor]:
+        """Tensors the server sends client ``client`` with its round's model."""
+        return {}
+
+    def load_client_state(self, client: int, tensors: Dict[str, Tensor]) -> None:
+        """On the client: what ``client_state`` sent it (before its local update)."""
 
     def bind(self, *, transfer: Optional[Tensor], target: Optional[Tensor]) -> None:
         """The unlabelled inputs a method may use: the server's ``transfer`` set (S, ...) and the

@@ -20,6 +20,8 @@ from . import FederatedMethod, methods
 class FedDF(FederatedMethod):
     """FedDF (Lin et al. 2020): clients as in FedAvg; the server distils the clients' fused ensemble on unlabelled data."""
 
+    across_architectures = True  # the ensemble is of logits: FedDF's heterogeneous-architecture setting
+
     def __init__(self, *, rule: str = "logit_mean", rule_params: Optional[Dict[str, Any]] = None, objective: str = "kd",
                  objective_params: Optional[Dict[str, Any]] = None, steps: int = 100, batch_size: int = 64,
                  lr: float = 1e-3) -> None:

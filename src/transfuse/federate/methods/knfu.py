@@ -23,7 +23,8 @@ from . import FederatedMethod, methods
 class KnFu(FederatedMethod):
     """KnFu: per-client targets fused from knowledge-similar neighbours' predictions; clients fine-tune on them."""
 
-    inprocess_only = True
+    across_architectures = True  # only predictions cross clients
+    transfers_into_global = False
 
     def __init__(self, *, beta: float = 10.0, neighbours: int = 0, rule: str = "mean", rule_params: Optional[Dict[str, Any]] = None,
                  steps: int = 20, batch_size: int = 64, lr: float = 0.01, include_self: bool = False) -> None:
@@ -35,6 +36,18 @@ class KnFu(FederatedMethod):
         self.include_self = include_self
         self.rule = build_rule(rule, rule_params)
         self.targets: Dict[int, Tensor] = {}  # client id -> (S, C) fused log-probs on the transfer set
+
+    def server_state(self) -> Dict[str, Tensor]:
+        return {f"targets.{k}": v for k, v in self.targets.items()}
+
+    def load_server_state(self, tensors: Dict[str, Tensor]) -> None:
+        self.targets = {int(k.split(".", 1)[1]): v for k, v in tensors.items() if k.startswith("targets.")}
+
+    def client_state(self, client: int) -> Dict[str, Tensor]:
+        return {"target": self.targets[client]} if client in self.targets else {}
+
+    def load_client_state(self, client: int, tensors: Dict[str, Tensor]) -> None:
+        self.targets = {client: tensors["target"]} if "target" in tensors else {}
 
     def after_local(self, model: nn.Module, client: int, transfer: Optional[Tensor], generator: torch.Generator) -> None:
         target = self.targets.get(client)
