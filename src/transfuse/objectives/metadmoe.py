@@ -62,6 +62,8 @@ class MetaDMoE(Objective):
     """
 
     needs_teacher = False  # the experts are run here (their features, not the fused logits)
+    #: the members of ``teacher.ensemble`` it reads (two or more; contract tests bind it to an ensemble of this many)
+    teacher_members = (2, None)  # (fewest, most)
 
     def __init__(self, *, width: int = 64, heads: int = 4, layers: int = 1, inner_lr: float = 0.1, inner_steps: int = 1,
                  support_fraction: float = 0.5, exclude_own_domain: bool = True, aggregator_weight: float = 1.0) -> None:

@@ -60,6 +60,8 @@ class MultiTeacherAdversarialDistillation(Objective):
     """
 
     needs_teacher = False  # the objective runs its two teachers itself: clean on x, robust on x_adv
+    #: the members of ``teacher.ensemble`` it reads (contract tests bind it to an ensemble of this many)
+    teacher_members = (2, 2)  # (fewest, most)
     changes_inputs = True
 
     def __init__(self, *, eps: float = 0.1, steps: int = 10, step_size: Optional[float] = None, weight_rate: float = 0.025,

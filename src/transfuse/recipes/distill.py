@@ -215,6 +215,7 @@ def build_pieces(cfg: DistillConfig) -> Pieces:
         raise TransfuseError(
             f"objective {cfg.objective.name!r} needs a teacher; add a `teacher:` section or use objective.name=ce"
         )
+    _check_teacher_members(cfg, objective)
     data = tokenize_for(data, student, teacher)  # text: token ids from each model's own tokenizer
     if hasattr(objective, "set_input_range"):  # adversarial objectives: eps relative to the inputs' range
         from ..eval import input_range
@@ -225,6 +226,20 @@ def build_pieces(cfg: DistillConfig) -> Pieces:
         probe(teacher, data, what="teacher", name=cfg.teacher.name or "ensemble", inputs=teacher_view(data.train))
         _check_class_counts(teacher, student, data, fewer_ok=objective.teacher_may_have_fewer_classes)
     return Pieces(data=data, student=student, teacher_model=teacher, objective=objective)
+
+
+def _check_teacher_members(cfg: DistillConfig, objective: Any) -> None:
+    """Objectives that read several live teachers themselves (mtard, metadmoe) get them from teacher.ensemble."""
+    fewest, most = getattr(objective, "teacher_members", (0, 0))
+    if not fewest:
+        return
+    members = cfg.teacher.ensemble if cfg.teacher is not None and cfg.teacher.ensemble is not None else []
+    count = f"exactly {fewest}" if fewest == most else f"at least {fewest}"
+    if not fewest <= len(members) <= (most or len(members)) or any(m.cache for m in members):
+        raise TransfuseError(
+            f"objective {cfg.objective.name!r} runs its teachers itself: give teacher.ensemble with {count} members, "
+            f"each with cache: false (got {len(members)}{', some cached' if any(m.cache for m in members) else ''})"
+        )
 
 
 def _ensemble_model(spec: TeacherSpec, data: Any) -> nn.Module:
