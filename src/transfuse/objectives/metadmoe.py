@@ -65,7 +65,7 @@ class MetaDMoE(Objective):
     #: the members of ``teacher.ensemble`` it reads (two or more; contract tests bind it to an ensemble of this many)
     teacher_members = (2, None)  # (fewest, most)
 
-    def __init__(self, *, width: int = 64, heads: int = 4, layers: int = 1, inner_lr: float = 0.1, inner_steps: int = 1,
+    def __init__(self, *, width: int = 64, heads: int = 4, layers: int = 1, inner_lr: float = 0.01, inner_steps: int = 1,
                  support_fraction: float = 0.5, exclude_own_domain: bool = True, aggregator_weight: float = 1.0) -> None:
         super().__init__()
         if width % heads:
