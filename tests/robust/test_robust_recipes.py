@@ -84,3 +84,13 @@ def test_bad_input_is_one_line_and_exit_2(run_cli, tmp_path, args, pattern):
 
     proc = run_cli("distill", *args, f"output={tmp_path / 'out'}", "data.name=digits", "data.params={seed: 0}")
     _assert_clean_error(proc, pattern, tmp_path)
+
+
+def test_attacks_refuse_token_ids():
+    import torch
+
+    from transfuse.errors import TransfuseError
+    from transfuse.eval import input_range
+
+    with pytest.raises(TransfuseError, match="continuous inputs"):
+        input_range(torch.tensor([[1, 2, 3]]))

@@ -113,6 +113,11 @@ def input_range(inputs: Tensor) -> Tuple[float, float]:
     For the shipped image sets (pixels 0..255 normalised by mean and std) this is exactly the
     normalised [0, 1] pixel range, so a relative eps of 0.1 is 25.5 / 255 in pixel terms.
     """
+    if not inputs.is_floating_point():
+        raise TransfuseError(
+            f"adversarial attacks perturb continuous inputs (images); these inputs are {inputs.dtype} (token ids?), "
+            "so remove eval.adversarial or use an image data set"
+        )
     lo, hi = float(inputs.min()), float(inputs.max())
     if not hi > lo:
         raise TransfuseError("the inputs are constant, so an attack budget relative to their range is 0; give eps in input units")

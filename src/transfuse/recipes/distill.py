@@ -382,8 +382,12 @@ def run(cfg: DistillConfig, *, resume: bool = False) -> Dict[str, Any]:
 
     out = prepare_output(cfg, resume)
     pieces = build_pieces(cfg)
-    if cfg.eval.adversarial is not None and pieces.data.test is None:
-        raise TransfuseError(f"eval.adversarial attacks the test split, but data {cfg.data.name!r} has none; remove eval.adversarial")
+    if cfg.eval.adversarial is not None:
+        from ..eval import input_range
+
+        if pieces.data.test is None:
+            raise TransfuseError(f"eval.adversarial attacks the test split, but data {cfg.data.name!r} has none; remove eval.adversarial")
+        input_range(pieces.data.train.inputs)  # refuses token ids before training
     source = teacher_source(cfg, pieces)
     data = pieces.data
     teacher_test_logits = None
