@@ -13,6 +13,14 @@ def run_recipe(recipe: str, overrides: Sequence[str], output: Path) -> Dict[str,
     return main(recipe, [*overrides, f"output={output}", "overwrite=true", "train.progress=false", "eval.latency=false"])
 
 
+def builtin_cnn(data):
+    """The built-in Fashion-MNIST CNN (the shipped recipes' clean teacher), loaded for ``data``."""
+    from transfuse.models import build_model
+    from transfuse.recipes.distill import load_weights
+
+    return load_weights(build_model("cnn", {}, in_shape=data.in_shape, num_classes=data.num_classes), "builtin:fashion_mnist_cnn", what="teacher")
+
+
 def cell(values: List[float], scale: float = 100.0) -> str:
     """mean ± sample std (x scale), or the one value."""
     values = [v * scale for v in values]

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _robust import cell, run_recipe, table  # noqa: E402
+from _robust import builtin_cnn, cell, run_recipe, table  # noqa: E402
 
 RULES = ["mean", "product"]
 
@@ -67,11 +67,9 @@ def main() -> None:
 def _cnn_accuracy() -> float:
     from transfuse.data import build_data
     from transfuse.eval import evaluate
-    from transfuse.models import build_model
-    from transfuse.recipes.distill import load_weights
 
     data = build_data("fashion_mnist", {"seed": 0})
-    return evaluate(load_weights(build_model("cnn", {}, in_shape=data.in_shape, num_classes=10), "builtin:fashion_mnist_cnn", what="teacher"), data.test)["accuracy"]
+    return evaluate(builtin_cnn(data), data.test)["accuracy"]
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _robust import cell, run_recipe, table  # noqa: E402
+from _robust import builtin_cnn, cell, run_recipe, table  # noqa: E402
 
 DATA = ["data.name=fashion_mnist", "data.params={labelled: 5000, unlabelled: false, seed: 0}"]
 
@@ -28,11 +28,10 @@ def builtin_cnn_metrics(eps: float) -> dict:
     """Clean and PGD-10 accuracy of the built-in CNN, measured as the recipe measures a student."""
     from transfuse.data import build_data
     from transfuse.eval import evaluate
-    from transfuse.models import build_model
-    from transfuse.recipes.distill import AdversarialSpec, adversarial_metrics, load_weights
+    from transfuse.recipes.distill import AdversarialSpec, adversarial_metrics
 
     data = build_data("fashion_mnist", {"labelled": 5000, "unlabelled": False, "seed": 0})
-    cnn = load_weights(build_model("cnn", {}, in_shape=data.in_shape, num_classes=10), "builtin:fashion_mnist_cnn", what="teacher")
+    cnn = builtin_cnn(data)
     return {"accuracy": evaluate(cnn, data.test)["accuracy"],
             **adversarial_metrics(cnn, data, AdversarialSpec(attack="pgd", eps=eps, steps=10, limit=1000))}
 
