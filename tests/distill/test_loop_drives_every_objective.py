@@ -1,4 +1,6 @@
 """The loop can drive every registered objective (features by hooks, prepare, bind, state)."""
+import copy
+
 import pytest
 import torch
 
@@ -30,6 +32,11 @@ def test_two_steps_with_a_live_teacher(name):
     teacher = build_model("cnn", {"channels": [4], "hidden": 8}, in_shape=(1, 8, 8), num_classes=4)
     before = [p.detach().clone() for p in student.parameters()]
     objective = build_objective(name, EXAMPLE_PARAMS.get(name))
+    n = getattr(objective, "teacher_members", (0,))[0]
+    if n:  # mtard, metadmoe: an ensemble of teachers
+        from transfuse.teachers import EnsembleModel
+
+        teacher = EnsembleModel([teacher] + [copy.deepcopy(teacher) for _ in range(n - 1)], "mean")
     result = train(student=student, teacher=FrozenTeacher(teacher), objective=objective,
                    train_loader=make_loader(_data(), batch_size=16), max_steps=2, progress=False)
     assert result.steps == 2

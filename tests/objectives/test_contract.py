@@ -52,8 +52,19 @@ def _build(name):
     return build_objective(name, EXAMPLE_PARAMS.get(name))
 
 
+def _teacher_for(name, teacher):
+    """Objectives that read several teachers (mtard, metadmoe) get an ensemble of copies of ``teacher``."""
+    n = getattr(objectives.get(name), "teacher_members", (0,))[0]
+    if not n:
+        return teacher
+    from transfuse.teachers import EnsembleModel
+
+    return EnsembleModel([teacher] + [copy.deepcopy(teacher) for _ in range(n - 1)], "mean")
+
+
 def _run(name, student, teacher, batch, *, teacher_grad=False):
     obj = _build(name)
+    teacher = _teacher_for(name, teacher)
     obj.bind(student, teacher=teacher)
     batch = obj.prepare(batch, generator=torch.Generator().manual_seed(1))
     s = forward_with_features(student, batch.inputs, obj.student_features)
@@ -112,7 +123,7 @@ def test_state_dict_round_trip(name):
     obj.on_epoch_end(epoch=0, epochs=3)
     state = obj.state_dict()
     fresh = _build(name)
-    fresh.bind(student, teacher=teacher)
+    fresh.bind(student, teacher=_teacher_for(name, teacher))
     fresh.prepare(_image_batch(), generator=torch.Generator().manual_seed(1))
     fresh.load_state_dict(state)
     for key, value in fresh.state_dict().items():

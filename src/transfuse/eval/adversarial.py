@@ -105,3 +105,27 @@ def robust_accuracy(
         raise TransfuseError("robust accuracy needs labelled samples; the data has none")
     name = "fgsm" if attack == "fgsm" else f"pgd{steps}"
     return {"robust_accuracy": correct / total, "attack": name, "eps": eps, "samples": total}
+
+
+def input_range(inputs: Tensor) -> Tuple[float, float]:
+    """(min, max) of a split's inputs: the bounds attacks clip to, whose width is the unit of a relative eps.
+
+    For the shipped image sets (pixels 0..255 normalised by mean and std) this is exactly the
+    normalised [0, 1] pixel range, so a relative eps of 0.1 is 25.5 / 255 in pixel terms.
+    """
+    if not inputs.is_floating_point():
+        raise TransfuseError(
+            f"adversarial attacks perturb continuous inputs (images); these inputs are {inputs.dtype} (token ids?), "
+            "so remove eval.adversarial or use an image data set"
+        )
+    lo, hi = float(inputs.min()), float(inputs.max())
+    if not hi > lo:
+        raise TransfuseError("the inputs are constant, so an attack budget relative to their range is 0; give eps in input units")
+    return lo, hi
+
+
+def attack_budget(eps: float, bounds: Tuple[float, float]) -> float:
+    """An eps given as a fraction of the input range -> eps in input units."""
+    if eps < 0:
+        raise TransfuseError(f"an attack's eps must be >= 0; got {eps}")
+    return eps * (bounds[1] - bounds[0])

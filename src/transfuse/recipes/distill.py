@@ -82,10 +82,21 @@ class TrainSpec(Strict):
     progress: Optional[bool] = None  # None: a bar when stderr is a terminal
 
 
+class AdversarialSpec(Strict):
+    """Robust accuracy of the final student on the test split (eval.adversarial.robust_accuracy)."""
+
+    attack: Literal["pgd", "fgsm"] = "pgd"
+    eps: float = Field(0.1, ge=0)  # a fraction of the input range (the training inputs' min..max): pixels 0.1 = 25.5/255
+    steps: int = Field(10, gt=0)  # PGD-k; fgsm takes one step of size eps
+    limit: Optional[int] = Field(1000, gt=0)  # attack the first this many test samples (None: all)
+    seed: int = 0
+
+
 class EvalSpec(Strict):
     latency: bool = True
     bins: int = Field(15, gt=1)
     each_epoch: bool = True
+    adversarial: Optional[AdversarialSpec] = None  # e.g. {attack: pgd, eps: 0.1, steps: 10}
 
 
 class DistillConfig(Strict):
@@ -204,12 +215,31 @@ def build_pieces(cfg: DistillConfig) -> Pieces:
         raise TransfuseError(
             f"objective {cfg.objective.name!r} needs a teacher; add a `teacher:` section or use objective.name=ce"
         )
+    _check_teacher_members(cfg, objective)
     data = tokenize_for(data, student, teacher)  # text: token ids from each model's own tokenizer
+    if hasattr(objective, "set_input_range"):  # adversarial objectives: eps relative to the inputs' range
+        from ..eval import input_range
+
+        objective.set_input_range(input_range(data.train.inputs))
     probe(student, data, what="student", name=cfg.student.name)
     if teacher is not None:
         probe(teacher, data, what="teacher", name=cfg.teacher.name or "ensemble", inputs=teacher_view(data.train))
         _check_class_counts(teacher, student, data, fewer_ok=objective.teacher_may_have_fewer_classes)
     return Pieces(data=data, student=student, teacher_model=teacher, objective=objective)
+
+
+def _check_teacher_members(cfg: DistillConfig, objective: Any) -> None:
+    """Objectives that read several live teachers themselves (mtard, metadmoe) get them from teacher.ensemble."""
+    fewest, most = getattr(objective, "teacher_members", (0, 0))
+    if not fewest:
+        return
+    members = cfg.teacher.ensemble if cfg.teacher is not None and cfg.teacher.ensemble is not None else []
+    count = f"exactly {fewest}" if fewest == most else f"at least {fewest}"
+    if not fewest <= len(members) <= (most or len(members)) or any(m.cache for m in members):
+        raise TransfuseError(
+            f"objective {cfg.objective.name!r} runs its teachers itself: give teacher.ensemble with {count} members, "
+            f"each with cache: false (got {len(members)}{', some cached' if any(m.cache for m in members) else ''})"
+        )
 
 
 def _ensemble_model(spec: TeacherSpec, data: Any) -> nn.Module:
@@ -352,6 +382,12 @@ def run(cfg: DistillConfig, *, resume: bool = False) -> Dict[str, Any]:
 
     out = prepare_output(cfg, resume)
     pieces = build_pieces(cfg)
+    if cfg.eval.adversarial is not None:
+        from ..eval import input_range
+
+        if pieces.data.test is None:
+            raise TransfuseError(f"eval.adversarial attacks the test split, but data {cfg.data.name!r} has none; remove eval.adversarial")
+        input_range(pieces.data.train.inputs)  # refuses token ids before training
     source = teacher_source(cfg, pieces)
     data = pieces.data
     teacher_test_logits = None
@@ -403,6 +439,10 @@ def run(cfg: DistillConfig, *, resume: bool = False) -> Dict[str, Any]:
         reliability["student"] = (m.pop("probs"), m.pop("labels"))
         m.pop("logits", None)
         metrics.update(m)
+        if cfg.eval.adversarial is not None:
+            metrics.update(adversarial_metrics(result.student, data, cfg.eval.adversarial))
+        if hasattr(pieces.objective, "test_time_adapt"):  # metadmoe: accuracy after adapting on unlabelled test batches
+            metrics.update(pieces.objective.test_time_adapt(result.student, data.test, batch_size=cfg.data.batch_size))
     save_student(result.student, out, cfg.model_dump())
     save_pretrained_model(result.student, out / "model")
     write_report(
@@ -413,6 +453,16 @@ def run(cfg: DistillConfig, *, resume: bool = False) -> Dict[str, Any]:
         title=f"transfuse distill: {cfg.objective.name}",
     )
     return metrics
+
+
+def adversarial_metrics(model: nn.Module, data: Any, spec: AdversarialSpec) -> Dict[str, Any]:
+    """robust_accuracy (+ the attack's name and eps) of ``model`` on ``data.test``, eps relative to the training inputs' range."""
+    from ..eval import attack_budget, input_range, robust_accuracy
+
+    bounds = input_range(data.train.inputs)
+    r = robust_accuracy(model, data.test, attack=spec.attack, eps=attack_budget(spec.eps, bounds), steps=spec.steps,
+                        bounds=bounds, seed=spec.seed, limit=spec.limit)
+    return {"robust_accuracy": r["robust_accuracy"], "attack": r["attack"], "attack_eps": spec.eps, "attacked": r["samples"]}
 
 
 def _task(path: Path, overrides: List[str]) -> str:
