@@ -143,7 +143,8 @@ def run(cfg: OnlineConfig, *, resume: bool = False) -> Dict[str, Any]:
                                 shared_optimizer=cfg.shared_optimizer, output_dir=out, resume=resume, evaluate=per_epoch, **loop)
         trained, curves = result.students, {"students": result.history}
     else:
-        trained, curves = method.run(students, loader, lrs=lrs, output_dir=out, resume=resume, evaluate=per_epoch, **loop)
+        trained, curves = method.run(students, loader, lrs=lrs, output_dir=out, resume=resume, evaluate=per_epoch,
+                                     teacher_has_weights=cfg.students[0].weights is not None, **loop)
     metrics: Dict[str, Any] = {}
     reliability: Dict[str, Any] = {}
     rows: List[Dict[str, Any]] = []
