@@ -62,13 +62,22 @@ def test_online_recipe_end_to_end_with_ensemble(run_cli, tmp_path):
         ({"student": {"name": "mlp"}}, "unknown key 'student'"),
     ],
 )
-def test_bad_online_recipes_are_one_line_exit_2(run_cli, tmp_path, changes, message):
-    proc = run_cli("distill", _recipe(tmp_path, **changes))
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], proc.stderr
-    assert "Traceback" not in proc.stderr
+def test_bad_online_recipes_are_one_line_exit_2(capsys, tmp_path, changes, message):
+    from transfuse.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["distill", str(_recipe(tmp_path, **changes))])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
     assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_bad_online_recipe_from_the_command_line(run_cli, tmp_path):
+    proc = run_cli("distill", _recipe(tmp_path, students=[{"name": "mlp"}]))
+    assert proc.returncode == 2 and proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
 
 
 def test_list_online_methods(run_cli):
