@@ -130,3 +130,20 @@ def test_more_students_than_two_and_different_architectures():
     assert seen == [3] and result.history[-1]["n"] == 3
     for s, k, w in zip(result.students, ("2.weight", "2.weight", "0.weight"), start):
         assert (s.state_dict()[k] - w).abs().max() > 1e-3
+
+
+def test_shared_optimizer_run_resumes_from_a_mid_run_checkpoint(tmp_path):
+    # 2 epochs of 8 steps, a checkpoint every 11 steps (and at the first epoch's end): the last one left
+    # is step 11, in the middle of epoch 2; resuming from it must end on the weights of the run that wrote it
+    full = _train("bdkd", True, output_dir=tmp_path / "run", checkpoint_every=11)
+    assert (tmp_path / "run" / "checkpoints" / "latest").read_text().strip() == "ckpt-00000011"
+    resumed = _train("bdkd", True, output_dir=tmp_path / "run", checkpoint_every=11, resume=True)
+    for a, b in zip(full, resumed):
+        for (k, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+            assert torch.equal(x, y), k
+
+
+def test_python_api_is_reachable_from_the_package():
+    import transfuse
+
+    assert callable(transfuse.online.train_students) and "dml" in transfuse.online.methods.names()
