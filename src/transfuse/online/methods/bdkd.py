@@ -15,18 +15,21 @@ with entropies H at the distillation temperature and detached::
 so a student less confident than the teacher (higher entropy) is pulled mostly by the
 mode-seeking reverse KL (sharpen), a more confident one mostly by the mass-covering forward KL
 (soften); at equal entropies it is the symmetric mean. Peers are detached, as in DML.
+``weighting: mgda`` replaces each model's fixed CE / KL weights by per-step MGDA weights over its
+own parameters (as ``combined``).
 """
 from __future__ import annotations
 
-from typing import List
+from typing import List, Literal
 
 import torch
 from torch import Tensor
 
 from ...objectives import Objective
-from ...objectives._functional import cross_entropy, kl_from_logprobs, log_softmax
+from ...objectives._functional import kl_from_logprobs, log_softmax
 from ...signals import Batch, Outputs
 from . import OnlineMethod, methods
+from ._terms import TermsObjective, check_weighting, with_labels
 
 
 def entropy(logp: Tensor) -> Tensor:
@@ -49,46 +52,45 @@ def balanced_kl(student_logits: Tensor, teacher_logits: Tensor, temperature: flo
     return (w_f * kl_from_logprobs(t, s) + w_r * kl_from_logprobs(s, t)).mean()
 
 
-class BalancedStudentObjective(Objective):
+class BalancedStudentObjective(TermsObjective):
     """A compact student: CE + kl_weight T^2 * entropy-balanced forward/reverse KL to the teacher (peer 0)."""
 
-    needs_teacher = False
-
-    def __init__(self, *, temperature: float, kl_weight: float) -> None:
-        super().__init__()
-        self.temperature, self.kl_weight = temperature, kl_weight
+    def __init__(self, *, temperature: float, kl_weight: float, weighting: str = "fixed") -> None:
+        super().__init__([1.0, kl_weight], weighting)
+        self.temperature = temperature
 
     def forward(self, student: Outputs, teacher: Outputs, batch: Batch) -> Tensor:
-        loss = self.kl_weight * self.temperature**2 * balanced_kl(student.logits, teacher.logits[0], self.temperature)
-        return loss + cross_entropy(student.logits, batch.labels) if batch.labels is not None else loss
+        kl = self.temperature**2 * balanced_kl(student.logits, teacher.logits[0], self.temperature)
+        return with_labels(self, student, batch, kl)
 
 
-class TeacherObjective(Objective):
+class TeacherObjective(TermsObjective):
     """The online teacher: CE + teacher_kl_weight T^2 * mean over students of KL(p_t || p_s) (its reverse KL)."""
 
-    needs_teacher = False
-
-    def __init__(self, *, temperature: float, kl_weight: float) -> None:
-        super().__init__()
-        self.temperature, self.kl_weight = temperature, kl_weight
+    def __init__(self, *, temperature: float, kl_weight: float, weighting: str = "fixed") -> None:
+        super().__init__([1.0, kl_weight], weighting)
+        self.temperature = temperature
 
     def forward(self, student: Outputs, teacher: Outputs, batch: Batch) -> Tensor:
         own = log_softmax(student.logits, self.temperature).unsqueeze(0)  # (1, B, C): the teacher network itself
         others = log_softmax(teacher.logits.detach(), self.temperature)  # (P, B, C): the compact students
-        loss = self.kl_weight * self.temperature**2 * kl_from_logprobs(own, others).mean()
-        return loss + cross_entropy(student.logits, batch.labels) if batch.labels is not None else loss
+        kl = self.temperature**2 * kl_from_logprobs(own, others).mean()
+        return with_labels(self, student, batch, kl)
 
 
 @methods.register("bdkd")
 class BDKD(OnlineMethod):
     """BD-KD (Amara et al.): online KD, students' forward/reverse KL balanced per sample by the entropy gap; first student = teacher."""
 
-    def __init__(self, *, temperature: float = 1.0, kl_weight: float = 1.0, teacher_kl_weight: float = 1.0) -> None:
+    def __init__(self, *, temperature: float = 1.0, kl_weight: float = 1.0, teacher_kl_weight: float = 1.0,
+                 weighting: Literal["fixed", "mgda"] = "fixed") -> None:
         if temperature <= 0:
             raise ValueError("bdkd temperature must be > 0")
+        check_weighting("bdkd", weighting)
         self.temperature, self.kl_weight, self.teacher_kl_weight = temperature, kl_weight, teacher_kl_weight
+        self.weighting = weighting
 
     def objectives(self, n_students: int) -> List[Objective]:
-        teacher = TeacherObjective(temperature=self.temperature, kl_weight=self.teacher_kl_weight)
-        return [teacher] + [BalancedStudentObjective(temperature=self.temperature, kl_weight=self.kl_weight)
+        teacher = TeacherObjective(temperature=self.temperature, kl_weight=self.teacher_kl_weight, weighting=self.weighting)
+        return [teacher] + [BalancedStudentObjective(temperature=self.temperature, kl_weight=self.kl_weight, weighting=self.weighting)
                             for _ in range(n_students - 1)]
