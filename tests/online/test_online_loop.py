@@ -26,6 +26,7 @@ def _max_diff(a, b):
     return max((a[k] - b[k]).abs().max().item() for k in a)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["bdkd"])
 def test_killed_online_run_resumes_to_the_same_weights(tmp_path, method):
     reference = subprocess.run(_cmd(tmp_path / "ref.st", method), capture_output=True, text=True)

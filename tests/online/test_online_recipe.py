@@ -34,6 +34,7 @@ def test_shipped_online_recipes_validate(name):
     assert check_recipe(cfg).kind == "joint"
 
 
+@pytest.mark.slow
 def test_online_recipe_end_to_end_with_ensemble(run_cli, tmp_path):
     proc = run_cli("distill", _recipe(tmp_path, name="online_bdkd"))
     assert proc.returncode == 0, proc.stderr[-2000:]
