@@ -6,7 +6,9 @@ targets (detached), all students updated at every step from the same mini-batch 
 updates them in turn with fresh predictions; here they step together on one forward each,
 as most implementations do, e.g. KD_Lib's DML). The paper uses T = 1; ``temperature`` softens
 both sides, with the usual T^2 factor on the KL. ``weighting: mgda`` replaces the fixed CE / KL
-weights of each student by per-step MGDA weights over its own parameters (as ``combined``).
+weights of each student by per-step MGDA weights over its own parameters (as ``combined``); it
+stalls in practice (docs/benchmarks/online.md: two untrained students agree, the mutual KL's
+near-zero gradient takes almost all the weight), so ``fixed`` is the default.
 """
 from __future__ import annotations
 
