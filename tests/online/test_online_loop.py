@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 SCRIPT = Path(__file__).parent / "_online_script.py"
+CI_SMALL = os.environ.get("TRANSFUSE_CI_SMALL") == "1"
 sys.path.insert(0, str(Path(__file__).parent))
 
 
@@ -74,6 +75,8 @@ def test_two_processes_match_one_process(tmp_path):
     assert two.returncode == 0, two.stderr[-2000:]
     assert "world=2" in two.stdout
     assert _max_diff(load_file(tmp_path / "one.st"), load_file(tmp_path / "two.st")) < 1e-5
+    if CI_SMALL:  # the check below only shows the comparison can fail; it costs one more process
+        return
     other = subprocess.run(_cmd(tmp_path / "other.st", "dml", batch=32, accum=1), capture_output=True, text=True, env=env)
     assert other.returncode == 0
     assert _max_diff(load_file(tmp_path / "one.st"), load_file(tmp_path / "other.st")) > 1e-4
