@@ -46,7 +46,7 @@ def model(spec, data, seed):
 def scores(models, data) -> List[Dict[str, float]]:
     """Each model's accuracy / ECE on the test split, then (for several) their ensemble's (mean of probabilities)."""
     rows = measure(models, data.test, batch_size=2000, bins=15)
-    return [{"accuracy": r["accuracy"], "ece": r["ece"]} for r in (rows if len(models) > 1 else rows[:1])]
+    return [{"accuracy": r["accuracy"], "ece": r["ece"]} for r in rows]
 
 
 def run_seed(seed: int, args) -> Dict[str, Dict[str, float]]:

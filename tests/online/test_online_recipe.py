@@ -23,15 +23,15 @@ def _recipe(tmp_path, name="online_dml", **changes):
     return path
 
 
-@pytest.mark.parametrize("name", ["online_dml", "online_bdkd"])
-def test_shipped_online_recipes_validate(name):
+@pytest.mark.parametrize("name, kind", [("online_dml", "joint"), ("online_bdkd", "joint"), ("online_takd", "staged")])
+def test_shipped_online_recipes_validate(name, kind):
     from transfuse.data import datasets
     from transfuse.models import models
     from transfuse.recipes.online import check_recipe
 
     cfg = load_config(OnlineConfig, resolve_recipe(name), [])
     assert cfg.data.name == "fashion_mnist" and all(s.name in models for s in cfg.students) and cfg.data.name in datasets
-    assert check_recipe(cfg).kind == "joint"
+    assert check_recipe(cfg).kind == kind
 
 
 @pytest.mark.slow

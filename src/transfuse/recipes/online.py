@@ -91,7 +91,7 @@ def build_students(cfg: OnlineConfig, data) -> List[nn.Module]:
 
 
 def measure(students: List[nn.Module], test, *, batch_size: int, bins: int, latency: bool = False) -> List[Dict[str, Any]]:
-    """Each student's accuracy / ECE / NLL on ``test`` and the ensemble's (mean of the students' probabilities)."""
+    """Each student's accuracy / ECE / NLL on ``test`` and, for several, their ensemble's (mean of their probabilities)."""
     from ..eval import evaluate_model
     from ..eval.metrics import accuracy, expected_calibration_error
 
@@ -102,6 +102,8 @@ def measure(students: List[nn.Module], test, *, batch_size: int, bins: int, late
         rows.append({"run": f"student{i}", "accuracy": m["accuracy"], "ece": m["ece"], "nll": m["nll"],
                      "parameters": m["parameters"], "probs": m["probs"], "labels": m["labels"],
                      **({"latency_ms_per_1000": m["latency_ms_per_1000"]} if latency else {})})
+    if len(students) == 1:
+        return rows
     mean = torch.stack(probs).mean(0)  # (N, C)
     labels = rows[0]["labels"]
     known = labels >= 0
