@@ -8,7 +8,9 @@ only its own student, so this is each student's own gradient), then every optimi
 optimizer instead. Micro-batches are weighted by their share of the window's samples across
 processes, as in :func:`transfuse.distill.loop.train`, so it runs unchanged under
 ``accelerate launch``. Checkpoints hold every learner's parts (``s<i>.student``, ...) with the
-progress and RNG, so a resumed run ends on the weights of an uninterrupted one.
+progress and RNG, so a resumed run ends on the weights of an uninterrupted one. The students'
+objectives see the batch as the data gives it (``Objective.prepare`` is not called: an input
+change would have to be shared by all students, which no online method here needs).
 """
 from __future__ import annotations
 
