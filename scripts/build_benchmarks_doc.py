@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
-ORDER = ["foundation", "distill_speed", "data_eval", "objectives", "text", "lm", "merge", "merge_compat", "peer_conventions", "fusion", "fusion_ensembles", "fusion_upscaling", "continual", "federate", "robust"]
+ORDER = ["foundation", "distill_speed", "data_eval", "objectives", "text", "lm", "merge", "merge_compat", "peer_conventions", "fusion", "fusion_ensembles", "fusion_upscaling", "continual", "online", "robust", "federate"]
 
 HEADER = """# Benchmarks
 

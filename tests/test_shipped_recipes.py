@@ -4,7 +4,7 @@ import pytest
 from transfuse.config import load_config
 from transfuse.recipes.distill import CONFIGS, DistillConfig, resolve_recipe, shipped_recipes
 
-CLASSIFIER_RECIPES = [p.stem for p in sorted(CONFIGS.glob("*.yaml")) if not p.stem.startswith(("lm_", "merge_", "fuse_", "continual_", "federate_"))]
+CLASSIFIER_RECIPES = [p.stem for p in sorted(CONFIGS.glob("*.yaml")) if not p.stem.startswith(("lm_", "merge_", "fuse_", "continual_", "federate_", "online_"))]
 
 
 def test_there_are_shipped_recipes():

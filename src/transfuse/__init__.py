@@ -11,7 +11,7 @@ def __getattr__(name: str):
     # both subpackages are callable (see _callable.py).
     import importlib
 
-    if name in ("distill", "merge", "federate"):
+    if name in ("distill", "merge", "federate", "online"):
         return importlib.import_module(f".{name}", __name__)
     if name in ("fused_generate", "FusedModel", "fused_logprobs"):
         return getattr(importlib.import_module(".fusion.generate", __name__), name)
@@ -28,4 +28,4 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 
-__all__ = ["Batch", "EnsembleTeacher", "build_moe", "FusedModel", "Outputs", "TransfuseError", "distill", "extract_lora", "federate", "fuse_classifiers", "fused_generate", "fused_logprobs", "knowledge_cards", "merge", "__version__"]
+__all__ = ["Batch", "EnsembleTeacher", "build_moe", "FusedModel", "Outputs", "TransfuseError", "distill", "extract_lora", "federate", "fuse_classifiers", "fused_generate", "fused_logprobs", "knowledge_cards", "merge", "online", "__version__"]

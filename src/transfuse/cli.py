@@ -140,7 +140,7 @@ def fuse(
 
 
 @app.command("list")
-def list_(what: str = typer.Argument(..., help="objectives | datasets | models | merge-methods | fusion-rules | continual-methods | federated-methods | recipes")) -> None:
+def list_(what: str = typer.Argument(..., help="objectives | datasets | models | merge-methods | fusion-rules | continual-methods | online-methods | federated-methods | recipes")) -> None:
     """Print a registry: each name with a one-line description."""
     from rich.table import Table
 
@@ -168,6 +168,7 @@ def _registry_for(what: str) -> dict:
         "merge-methods": ("transfuse.merge.methods", "methods"),
         "fusion-rules": ("transfuse.fusion.rules", "rules"),
         "continual-methods": ("transfuse.continual.methods", "methods"),
+        "online-methods": ("transfuse.online.methods", "methods"),
         "federated-methods": ("transfuse.federate.methods", "methods"),
     }
     if what not in registries:

@@ -1,6 +1,8 @@
 """The min-norm point of the convex hull of task gradients (MGDA, Désidéri 2012; Sener & Koltun 2018)."""
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from torch import Tensor
 
@@ -30,3 +32,14 @@ def min_norm_weights(gram: Tensor, *, iterations: int = 64) -> Tensor:
         w = (1 - gamma) * w
         w[t] += gamma
     return w.float()
+
+
+def loss_min_norm_weights(losses: Sequence[Tensor], params: Sequence[Tensor]) -> Tensor:
+    """The min-norm simplex weights of the losses' gradients over ``params`` (one backward each,
+    the graph kept for the real backward). K losses -> (K,)."""
+    flat = []
+    for loss in losses:
+        grads = torch.autograd.grad(loss, list(params), retain_graph=True, allow_unused=True)
+        flat.append(torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)]))
+    g = torch.stack(flat).float()  # (K, parameters)
+    return min_norm_weights(g @ g.t())  # (K,)

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from ..signals import Batch, Outputs
 from . import Objective, build_objective, objectives
-from ._mgda import min_norm_weights
+from ._mgda import loss_min_norm_weights
 
 
 @objectives.register("combined")
@@ -58,12 +58,7 @@ class Combined(Objective):
             raise RuntimeError("combined with weighting=mgda needs bind(student) before the first step")
         if not torch.is_grad_enabled() or not any(loss.requires_grad for loss in losses):
             return self.mgda_weights  # evaluation: keep the last training step's weights
-        flat = []
-        for loss in losses:
-            grads = torch.autograd.grad(loss, self._params, retain_graph=True, allow_unused=True)
-            flat.append(torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, self._params)]))
-        g = torch.stack(flat).float()  # (terms, parameters)
-        w = min_norm_weights(g @ g.t())  # (terms,)
+        w = loss_min_norm_weights(losses, self._params)  # (terms,)
         self.mgda_weights.copy_(w)
         return w.to(losses[0].device)
 

@@ -471,10 +471,21 @@ def _task(path: Path, overrides: List[str]) -> str:
     return str(apply_overrides(read_yaml(path), [o for o in overrides if o.startswith("task=")]).get("task", "classify"))
 
 
+def _lists_students(path: Path) -> bool:
+    """A recipe with ``students:`` (several students trained together: recipes/online.py)."""
+    from ..config import read_yaml
+
+    return "students" in read_yaml(path)
+
+
 def main(recipe: str | Path, overrides: List[str], *, resume: bool = False) -> Dict[str, Any]:
     from .._console import console
 
     path = resolve_recipe(recipe)
+    if _lists_students(path):
+        from .online import main as online_main
+
+        return online_main(path, overrides, resume=resume)
     task = _task(path, overrides)
     if task == "lm":
         from .distill_lm import run_recipe
