@@ -35,3 +35,27 @@ def read_model(folder: Path) -> dict:
     return out
 
 
+
+
+def load_mergekit_references():
+    """scripts/mergekit_references.py as a module (its input builders: build_inputs, build_vocab_inputs, ...)."""
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "mergekit_references.py"
+    spec = importlib.util.spec_from_file_location("mergekit_references", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_merge_text(root: Path, monkeypatch, text: str, *args) -> int:
+    """Write ``text`` as a config in ``root`` and run `transfuse merge` on it there; returns the exit code."""
+    from transfuse.cli import main as cli
+
+    monkeypatch.chdir(root)
+    (root / "config.yaml").write_text(text)
+    try:
+        cli(["merge", "config.yaml", *args])
+    except SystemExit as e:
+        return e.code or 0
+    return 0

@@ -2,20 +2,14 @@
 and the slice mistakes mergekit would only find later (or never) refused before any work.
 
 The merged values are compared with mergekit 0.1.5 in test_mergekit_compat.py (cases slices_*)."""
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-from merge_helpers import read_model
-from transfuse.cli import main as cli
+from merge_helpers import load_mergekit_references, read_model, run_merge_text
 from transfuse.merge import kernels
 
-_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "mergekit_references.py"
-_spec = importlib.util.spec_from_file_location("mergekit_references", _SCRIPT)
-mk = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(mk)
+mk = load_mergekit_references()
 
 
 @pytest.fixture(scope="module")
@@ -26,13 +20,7 @@ def root(tmp_path_factory):
 
 
 def _run(root, monkeypatch, text, *args):
-    monkeypatch.chdir(root)
-    (root / "s.yaml").write_text(text)
-    try:
-        cli(["merge", "s.yaml", *args])
-    except SystemExit as e:
-        return e.code or 0
-    return 0
+    return run_merge_text(root, monkeypatch, text, *args)
 
 
 def test_frankenmerge_layers_renumbered_and_streamed(root, monkeypatch, tmp_path):

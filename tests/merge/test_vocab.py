@@ -2,18 +2,14 @@
 
 The embedding rows themselves are compared with mergekit 0.1.5 in test_mergekit_compat.py (cases union_*,
 tokenizer_*); here: what transfuse writes besides them, and the config mistakes caught before any work."""
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-from transfuse.cli import main as cli
+from merge_helpers import load_mergekit_references, run_merge_text
 
-_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "mergekit_references.py"
-_spec = importlib.util.spec_from_file_location("mergekit_references", _SCRIPT)
-mk = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(mk)
+
+mk = load_mergekit_references()
 
 
 @pytest.fixture(scope="module")
@@ -24,13 +20,7 @@ def root(tmp_path_factory):
 
 
 def _run(root, monkeypatch, text, *args):
-    monkeypatch.chdir(root)
-    (root / "v.yaml").write_text(text)
-    try:
-        cli(["merge", "v.yaml", *args])
-    except SystemExit as e:
-        return e.code or 0
-    return 0
+    return run_merge_text(root, monkeypatch, text, *args)
 
 
 _HEAD = "models:\n  - model: tok_a\n  - model: tok_b\nmerge_method: linear\n"
