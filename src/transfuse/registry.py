@@ -119,6 +119,22 @@ def _hints(factory: Any) -> Dict[str, Any]:
         return {}
 
 
+def describe_hint(hint: Any) -> str:
+    """An annotation in words: "float", "one of 'a' or 'b'", Optional[X] as X (None is always accepted)."""
+    import types
+    import typing
+
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(args) == 1:
+            return describe_hint(args[0])
+        return " or ".join(describe_hint(a) for a in args)
+    if origin is typing.Literal:
+        return "one of " + " or ".join(repr(a) for a in typing.get_args(hint))
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
 def _check_types(registry: Registry[Any], name: str, factory: Any, params: Dict[str, Any]) -> None:
     """Each given parameter against its annotation (the signature is the schema), before the factory runs.
 
@@ -139,12 +155,7 @@ def _check_types(registry: Registry[Any], name: str, factory: Any, params: Dict[
         try:
             adapter.validate_python(value)
         except ValidationError:
-            import typing
-
-            if typing.get_origin(hint) is typing.Literal:
-                shown = "one of " + " or ".join(repr(a) for a in typing.get_args(hint))
-            else:
-                shown = getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+            shown = describe_hint(hint)
             raise TransfuseError(
                 f"{registry.kind} {name!r}: parameter {key!r} must be {shown}; got {value!r} ({type(value).__name__})"
             ) from None

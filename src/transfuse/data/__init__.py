@@ -64,7 +64,7 @@ class DataSplits:
 
     train/test: IndexedTensors (test may be None); num_classes: C; in_shape: one input's shape,
     e.g. (1, 28, 28); fingerprint: hash of the training inputs, labels and transform, used to
-    key the teacher cache.
+    key the teacher cache. input_stats: the standardisation already applied, when the data set did one.
     """
 
     name: str
@@ -74,6 +74,9 @@ class DataSplits:
     in_shape: Tuple[int, ...]
     fingerprint: str
     class_names: Optional[List[str]] = None
+    # the standardisation applied to the inputs ({"mean", "std"} shaped to broadcast against a batch,
+    # from the training split only), saved with a run so prediction on raw inputs applies the same
+    input_stats: Optional[Dict[str, Tensor]] = None
 
 
 def fingerprint_tensors(*tensors: Tensor, extra: str = "") -> str:

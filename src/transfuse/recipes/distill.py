@@ -327,6 +327,19 @@ def save_student(model: nn.Module, folder: Path, config: Dict[str, Any]) -> None
     os.replace(tmp_cfg, folder / "run_config.json")
 
 
+def save_input_stats(data: Any, folder: Path) -> None:
+    """The data set's input standardisation (training-split mean and std), beside the student, so that
+    ``transfuse.data.tensors.standardize_like_run`` scales raw inputs for prediction the same way."""
+    from ..data.tensors import STATS_FILE
+
+    stats = getattr(data, "input_stats", None)
+    if not stats:
+        return
+    tmp = folder / f".{STATS_FILE}.tmp"
+    save_file({k: v.detach().contiguous().cpu().float() for k, v in stats.items()}, str(tmp))
+    os.replace(tmp, folder / STATS_FILE)
+
+
 def save_pretrained_model(model: nn.Module, folder: Path) -> None:
     """A Hugging Face student also as a ``save_pretrained`` folder with its tokenizer (written aside, then renamed)."""
     import shutil
@@ -404,6 +417,7 @@ def run(cfg: DistillConfig, *, resume: bool = False) -> Dict[str, Any]:
         m.pop("logits", None)
         metrics.update(m)
     save_student(result.student, out, cfg.model_dump())
+    save_input_stats(data, out)
     save_pretrained_model(result.student, out / "model")
     write_report(
         out / "report",
