@@ -30,6 +30,7 @@ from ..objectives._features import capture
 from ..signals import Batch, Outputs, as_batch, as_outputs
 from . import checkpoint as ckpt
 from .schedule import make_scheduler
+from .stall import StallGuard
 
 
 class EpochSampler(Sampler[int]):
@@ -78,6 +79,7 @@ class TrainResult:
     samples_per_second: float = 0.0
     train_seconds: float = 0.0
     metrics: Dict[str, Any] = field(default_factory=dict)  # the last ``evaluate`` result ({} without one)
+    warnings: List[str] = field(default_factory=list)  # e.g. the stall guard's "not learning"
 
 
 def make_accelerator(*, mixed_precision: str = "no", cpu: bool = False) -> Accelerator:
@@ -284,6 +286,10 @@ class Learner:
             accelerator.scaler is None and accelerator.distributed_type not in special and accelerator.gradient_accumulation_steps == 1
         )
         self.stateful_teacher = getattr(teacher, "stateful", False)
+        # set by the caller before a step whose gradient norm it wants (the stall guard samples a few);
+        # the norm of that step's gradients is then in last_grad_norm
+        self.record_grad_norm = False
+        self.last_grad_norm: Optional[float] = None
 
     # -- the steps of one optimizer step -------------------------------------------------------
     def prepare_batch(self, batch: Any, *, step: int) -> Batch:
@@ -328,12 +334,20 @@ class Learner:
             for p in self.extra_params:
                 if p.grad is not None:
                     p.grad = self.accelerator.reduce(p.grad, reduction="mean")
+        if self.record_grad_norm:
+            grads = [p.grad for p in self.params if p.grad is not None]
+            self.last_grad_norm = float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))) if grads else 0.0
         if self.grad_clip is not None:
             self.accelerator.clip_grad_norm_(self.params, self.grad_clip)
         optimizer = self.optimizer.optimizer if self._direct else self.optimizer  # the raw one: see __init__
         optimizer.step()
         self.scheduler.step()
         optimizer.zero_grad(set_to_none=True)
+
+    def param_norm(self) -> float:
+        """The L2 norm of all trained parameters (to judge a gradient norm against)."""
+        with torch.no_grad():
+            return float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm([p.detach() for p in self.params]))))
 
     def end_step(self, *, step: int, loss: float) -> None:
         """The objective's and teacher's per-step updates (schedules, EMA teachers)."""
@@ -467,12 +481,15 @@ def train(
     progress: Optional[bool] = None,
     log_every: int = 50,
     cpu: bool = False,
+    stall_steps: int = 100,
 ) -> TrainResult:
     """Train ``student`` with ``objective`` against ``teacher`` (None for no teacher).
 
     checkpoint_every: steps between checkpoints (0: at each epoch end; needs output_dir).
     resume: continue from output_dir/checkpoints/latest (same final weights as an uninterrupted run).
     evaluate: called with the unwrapped student after each epoch; its dict joins the history.
+    stall_steps: after this many steps, warn (log, stderr, result.warnings) when the loss has not moved
+    or the gradients are ~0 (:class:`~transfuse.distill.stall.StallGuard`); 0 turns it off.
     """
     plan = plan_steps(train_loader, epochs=epochs, max_steps=max_steps, grad_accum=grad_accum)
     output = Path(output_dir) if output_dir is not None else None
@@ -493,6 +510,8 @@ def train(
     bar = _progress(show, plan.total_steps, state.step)
 
     train_time, samples_seen, last_eval = 0.0, 0, {}
+    guard = StallGuard(after=stall_steps, start=state.step, total_steps=plan.total_steps) if stall_steps else None
+    warnings: List[str] = []
     for epoch in range(state.epoch, plan.epochs):
         if state.step >= plan.total_steps:
             break
@@ -505,8 +524,18 @@ def train(
             window = next_window(micro_batches, grad_accum)
             if not window:
                 break
+            watch = guard is not None and guard.wants_grad_norm(state.step)
+            learner.record_grad_norm = watch
             stats = learner.train_step(window, step=state.step, epoch=epoch)
             state.step += 1
+            if guard is not None and not guard.done:
+                guard.observe(state.step, stats.loss, learner.last_grad_norm if watch else None,
+                              learner.param_norm() if watch else None)
+                if guard.check(state.step):
+                    warnings.append(guard.warning)
+                    log.write({"step": state.step, "epoch": epoch + 1, "warning": guard.warning})
+                    if accelerator.is_main_process:
+                        print(f"warning: {guard.warning}", file=sys.stderr)
             pos += len(window)
             n_steps += 1
             loss_sum += stats.loss
@@ -544,6 +573,7 @@ def train(
         samples_per_second=samples_seen * accelerator.num_processes / train_time if train_time else 0.0,
         train_seconds=train_time,
         metrics=dict(last_eval),
+        warnings=warnings,
     )
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,12 +81,14 @@ class TrainSpec(Strict):
     checkpoint_every: int = Field(0, ge=0)  # steps; 0 = at each epoch end
     log_every: int = Field(50, gt=0)
     progress: Optional[bool] = None  # None: a bar when stderr is a terminal
+    stall_steps: int = Field(100, ge=0)  # warn when the loss has not moved / gradients ~0 after this many steps; 0: off
 
 
 class EvalSpec(Strict):
     latency: bool = True
     bins: int = Field(15, gt=1)
     each_epoch: bool = True
+    compare_to: Optional[str] = None  # an earlier run's output folder: its student row and the delta join the report
 
 
 class DistillConfig(Strict):
@@ -363,6 +366,9 @@ def run(cfg: DistillConfig, *, resume: bool = False) -> Dict[str, Any]:
     from ..distill.loop import make_loader, train
     from ..eval import evaluate_model, write_report
 
+    from ..eval.report import delta_row, read_baseline
+
+    baseline = read_baseline(cfg.eval.compare_to) if cfg.eval.compare_to else None  # checked before any work
     out = prepare_output(cfg, resume)
     pieces = build_pieces(cfg)
     source = teacher_source(cfg, pieces)
@@ -380,6 +386,10 @@ def run(cfg: DistillConfig, *, resume: bool = False) -> Dict[str, Any]:
         m = evaluate_model(model, data.test, teacher_logits=teacher_test_logits, batch_size=cfg.data.eval_batch_size, bins=cfg.eval.bins)
         return {"test_accuracy": m["accuracy"]}
 
+    notes: List[str] = []
+    if data.test is None:
+        notes.append(_no_test_split_note(cfg))
+        print(f"warning: {notes[-1]}", file=sys.stderr)
     train_split = hold_out(data.train, cfg.data.held_out, pieces.objective, seed=cfg.train.seed)
     loader = make_loader(train_split, batch_size=cfg.data.batch_size, seed=cfg.train.seed)
     result = train(
@@ -405,7 +415,9 @@ def run(cfg: DistillConfig, *, resume: bool = False) -> Dict[str, Any]:
         evaluate=per_epoch,
         progress=cfg.train.progress,
         log_every=cfg.train.log_every,
+        stall_steps=cfg.train.stall_steps,
     )
+    notes += result.warnings
     metrics: Dict[str, Any] = {"samples_per_second": result.samples_per_second, "steps": result.steps}
     reliability = {}
     if data.test is not None:
@@ -419,14 +431,46 @@ def run(cfg: DistillConfig, *, resume: bool = False) -> Dict[str, Any]:
     save_student(result.student, out, cfg.model_dump())
     save_input_stats(data, out)
     save_pretrained_model(result.student, out / "model")
+    rows = [{"run": "student", **{k: v for k, v in metrics.items() if not isinstance(v, (list, dict))}}]
+    if teacher_test_logits is not None:
+        rows.append(_teacher_row(pieces.teacher_model, teacher_test_logits, data.test.labels, cfg.eval.bins))
+        reliability["teacher"] = (teacher_test_logits.float().softmax(-1), data.test.labels)
+    if baseline is not None:
+        rows += [{**baseline, "run": f"baseline ({cfg.eval.compare_to})"},
+                 delta_row(rows[0], baseline, "student - baseline")]
     write_report(
         out / "report",
-        rows=[{"run": "student", **{k: v for k, v in metrics.items() if not isinstance(v, (list, dict))}}],
+        rows=rows,
         curves={"student": result.history},
         reliability=reliability,
         title=f"transfuse distill: {cfg.objective.name}",
+        bins=cfg.eval.bins,
+        notes=notes,
     )
     return metrics
+
+
+def _teacher_row(model: nn.Module, logits: torch.Tensor, labels: torch.Tensor, bins: int) -> Dict[str, Any]:
+    """The teacher measured on the same test split as the student (its agreement with itself is 1)."""
+    from ..eval.evaluate import logit_scores
+    from ..eval.metrics import count_parameters
+
+    return {"run": "teacher", **logit_scores(logits.float(), labels, bins), "agreement": 1.0, "parameters": count_parameters(model)}
+
+
+def _no_test_split_note(cfg: DistillConfig) -> str:
+    """What to say when the data has no test split: nothing is measured, and how to get one."""
+    import inspect
+
+    from ..data import datasets
+
+    try:
+        takes_fraction = "test_fraction" in inspect.signature(datasets.get(cfg.data.name)).parameters
+    except Exception:  # a user's data set that cannot be inspected
+        takes_fraction = False
+    fix = ("set data.params.test_fraction=0.2 to hold out a stratified test split" if takes_fraction
+           else "give the data set a test split (e.g. x_test / y_test, or a data set with data.params.test_fraction)")
+    return f"data {cfg.data.name!r} has no test split, so the student was not evaluated (no accuracy, ECE or agreement); {fix}"
 
 
 def _task(path: Path, overrides: List[str]) -> str:
