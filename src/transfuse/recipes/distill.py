@@ -490,8 +490,11 @@ def main(recipe: str | Path, overrides: List[str], *, resume: bool = False) -> D
         return run_recipe(path, overrides, resume=resume)
     if task != "classify":
         raise TransfuseError(f"unknown task {task!r} in {str(path)!r}; use task: classify (default) or task: lm")
+    from ..registry import user_code_from
+
     cfg = load_config(DistillConfig, path, overrides)
-    metrics = run(cfg, resume=resume)
+    with user_code_from(path.parent):  # dotted paths to the user's modules resolve next to the recipe
+        metrics = run(cfg, resume=resume)
     shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items() if not isinstance(v, (list, dict))}
     console().print(f"[bold]done[/bold]: {cfg.output}/student.safetensors  {shown}")
     return metrics
