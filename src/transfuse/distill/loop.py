@@ -42,11 +42,15 @@ class EpochSampler(Sampler[int]):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def __iter__(self) -> Iterator[int]:
+    def order(self) -> Tensor:
+        """This epoch's sample positions (n,), int64."""
         if not self.shuffle:
-            return iter(range(self.n))
+            return torch.arange(self.n)
         g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return iter(torch.randperm(self.n, generator=g).tolist())
+        return torch.randperm(self.n, generator=g)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.order().tolist())
 
     def __len__(self) -> int:
         return self.n
@@ -199,6 +203,8 @@ def prepare_loader(accelerator: Accelerator, loader: DataLoader) -> DataLoader:
 
 def epoch_batches(accelerator: Accelerator, loader: DataLoader, epoch: int, *, skip: int = 0, sampler=None) -> Iterator[Any]:
     """The micro-batches of ``epoch`` in its reproducible order, less the first ``skip`` (a resumed epoch)."""
+    if _sliceable(loader):
+        return _sliced_batches(loader, epoch, skip)
     epoch_loader = accelerator.skip_first_batches(loader, skip) if skip else loader
     # Accelerate's loaders re-seed their sampler from their own iteration counter on __iter__;
     # set it to the real epoch so a resumed run sees the same order.
@@ -207,6 +213,31 @@ def epoch_batches(accelerator: Accelerator, loader: DataLoader, epoch: int, *, s
     elif sampler is not None and hasattr(sampler, "set_epoch"):
         sampler.set_epoch(epoch)
     return iter(epoch_loader)
+
+
+def _sliceable(loader: Any) -> bool:
+    """A make_loader loader over in-memory tensors, used as it is (one CPU process: see prepare_loader)."""
+    from ..data import IndexedTensors, collate_batch
+
+    return (
+        type(loader) is DataLoader and type(loader.sampler) is EpochSampler and loader.num_workers == 0
+        and loader.collate_fn is collate_batch and type(loader.dataset) is IndexedTensors and loader.batch_size is not None
+    )
+
+
+def _sliced_batches(loader: DataLoader, epoch: int, skip: int) -> Iterator[Any]:
+    """The batches ``loader`` yields in ``epoch`` (from batch ``skip`` on), taken as slices of the epoch's
+    order: the same samples in the same order without the DataLoader's per-batch machinery (index
+    lists of Python ints turned back into tensors), a few percent of a tiny student's step."""
+    # iterating a DataLoader draws its workers' base seed from the global generator once; draw it
+    # too, so that everything random after it (dropout, augmentation) stays as it was
+    torch.empty((), dtype=torch.int64).random_(generator=loader.generator)
+    loader.sampler.set_epoch(epoch)
+    order = loader.sampler.order()  # (n,)
+    size = loader.batch_size
+    stop = len(order) - len(order) % size if loader.drop_last else len(order)
+    for start in range(skip * size, stop, size):
+        yield loader.dataset.__getitems__(order[start : start + size])
 
 
 def next_window(micro_batches: Iterator[Any], grad_accum: int) -> List[Batch]:

@@ -59,7 +59,7 @@ def cross_entropy(logits: Tensor, labels: Tensor, label_smoothing: float = 0.0) 
 
     Zero (with a gradient path) when no position in the batch has a label.
     """
-    flat_logits = logits.float().reshape(-1, logits.shape[-1])
+    flat_logits = logits.float() if logits.dim() == 2 else logits.float().reshape(-1, logits.shape[-1])  # (N, C)
     flat_labels = labels.reshape(-1)
     keep = flat_labels >= 0
     if bool(keep.all()):  # every position labelled: no selection (the same numbers, without two gathers)
