@@ -191,6 +191,8 @@ def build_pieces(cfg: DistillConfig) -> Pieces:
     if cfg.student.weights:
         load_weights(student, cfg.student.weights, what="student")
     objective = build_objective(cfg.objective.name, cfg.objective.params)
+    if hasattr(objective, "check_num_classes"):  # an objective that cannot work with this many classes (mixkd on 2)
+        objective.check_num_classes(data.num_classes)
     teacher = None
     if cfg.teacher is not None and cfg.teacher.ensemble is not None:
         teacher = _ensemble_model(cfg.teacher, data)
