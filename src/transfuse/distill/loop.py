@@ -352,6 +352,7 @@ class Learner:
         self.params = [p for p in student.parameters() if p.requires_grad] + self.extra_params
         opt = _optimizer(optimizer, self.params, lr=lr, weight_decay=weight_decay, momentum=momentum)
         sched = make_scheduler(opt, kind=schedule, total_steps=total_steps, warmup_steps=warmup_steps)
+        self._lr_moves = not (schedule == "constant" and warmup_steps == 0)  # else stepping it changes nothing
         self.model, self.optimizer, self.scheduler = accelerator.prepare(student, opt, sched)
         if teacher is not None and hasattr(teacher, "to"):
             teacher.to(accelerator.device)
@@ -446,7 +447,8 @@ class Learner:
         optimizer = self.optimizer.optimizer if self._direct else self.optimizer  # the raw one: see __init__
         optimizer.step()
         # Accelerate's scheduler wrapper only checks what _direct rules out (skipped steps, accumulation)
-        (self.scheduler.scheduler if self._direct else self.scheduler).step()
+        if self._lr_moves:
+            (self.scheduler.scheduler if self._direct else self.scheduler).step()
         optimizer.zero_grad(set_to_none=True)
 
     def param_norm(self) -> float:
