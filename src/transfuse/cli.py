@@ -48,7 +48,7 @@ def distill(
     overrides: Optional[List[str]] = typer.Argument(None, help="key.sub=value overrides."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint in the output folder."),
 ) -> None:
-    """Run the distillation a YAML recipe describes."""
+    """Run the distillation a YAML recipe describes: a file, or a shipped recipe by name (transfuse list recipes; every key: transfuse explain recipe)."""
     from .recipes.distill import main as distill_main
 
     distill_main(recipe, overrides or [], resume=resume)
@@ -140,44 +140,32 @@ def fuse(
 
 
 @app.command("list")
-def list_(what: str = typer.Argument(..., help="objectives | datasets | models | merge-methods | fusion-rules | continual-methods | online-methods | federated-methods | recipes")) -> None:
-    """Print a registry: each name with a one-line description."""
-    from rich.table import Table
+def list_(
+    what: str = typer.Argument(..., help="objectives | datasets | models | merge-methods | fusion-rules | continual-methods | online-methods | federated-methods | recipes"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Also each one's parameters (recipes: every recipe key)."),
+) -> None:
+    """Print a registry: each name with a one-line description (and its parameters with --verbose)."""
+    from .explain import print_list
 
-    from ._console import console
+    print_list(what, verbose)
 
-    table = Table(show_header=True, header_style="bold")
-    table.add_column(what.rstrip("s"))
-    table.add_column("description")
-    for name, line in _registry_for(what).items():
-        table.add_row(name, line)
-    console().print(table)
+
+@app.command()
+def explain(name: str = typer.Argument(..., help="An objective, data set, model, ... name, or `recipe` for every recipe key.")) -> None:
+    """Describe one component and each of its parameters (type, default), read from its signature."""
+    from .explain import print_explain
+
+    print_explain(name)
 
 
 def _registry_for(what: str) -> dict:
-    from .errors import closest
+    from .explain import registry
 
     if what == "recipes":
         from .recipes.distill import shipped_recipes
 
         return shipped_recipes()
-    registries = {
-        "objectives": ("transfuse.objectives", "objectives"),
-        "datasets": ("transfuse.data", "datasets"),
-        "models": ("transfuse.models", "models"),
-        "merge-methods": ("transfuse.merge.methods", "methods"),
-        "fusion-rules": ("transfuse.fusion.rules", "rules"),
-        "continual-methods": ("transfuse.continual.methods", "methods"),
-        "online-methods": ("transfuse.online.methods", "methods"),
-        "federated-methods": ("transfuse.federate.methods", "methods"),
-    }
-    if what not in registries:
-        valid = list(registries) + ["recipes"]
-        raise TransfuseError(f"cannot list {what!r}.{closest(what, valid)} Valid: {', '.join(valid)}.")
-    import importlib
-
-    module, attr = registries[what]
-    return getattr(importlib.import_module(module), attr).describe()
+    return registry(what).describe()
 
 
 def main(argv: Optional[List[str]] = None) -> None:

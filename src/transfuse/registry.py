@@ -8,11 +8,62 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from typing import Any, Callable, Dict, Generic, TypeVar
+import contextlib
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, Dict, Generic, Iterator, List, TypeVar
 
 from .errors import TransfuseError, closest
 
 T = TypeVar("T")
+
+#: folders a dotted path to user code is also looked up in (the recipe's folder, set by the recipe runner)
+_user_code_dirs: List[Path] = []
+
+
+@contextlib.contextmanager
+def user_code_from(*folders: str | Path) -> Iterator[None]:
+    """While running a recipe: dotted paths (``my_losses.MyLoss``) also resolve from these folders."""
+    added = [Path(f).expanduser().resolve() for f in folders]
+    _user_code_dirs[:0] = added
+    try:
+        yield
+    finally:
+        del _user_code_dirs[: len(added)]
+
+
+def import_user_object(dotted: str, kind: str) -> Any:
+    """``pkg.module.Name`` imported from sys.path, else from the recipe's folder and the working directory
+    (where a user keeps the module next to the recipe; no PYTHONPATH needed). A folder that holds the
+    module is appended to sys.path so the module's own imports of its neighbours work too."""
+    module_name, _, attr = dotted.rpartition(".")
+    top = module_name.split(".")[0]
+    looked = []
+    for folder in [None, *_user_code_dirs, Path(os.getcwd()).resolve()]:
+        if folder is not None:
+            if str(folder) in looked:
+                continue
+            looked.append(str(folder))
+            if not ((folder / f"{top}.py").is_file() or (folder / top).is_dir()):
+                continue
+            if str(folder) not in sys.path:
+                sys.path.append(str(folder))
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name and (exc.name == top or module_name.startswith(exc.name + ".") or exc.name == module_name):
+                continue  # not in this place: try the next one
+            raise TransfuseError(f"importing {kind} {dotted!r} failed inside your module: {exc}") from None
+        except ImportError as exc:
+            raise TransfuseError(f"importing {kind} {dotted!r} failed inside your module: {exc}") from None
+        if not hasattr(module, attr):
+            raise TransfuseError(f"module {module_name!r} ({getattr(module, '__file__', '?')}) has no {attr!r}; check the name after the last dot")
+        return getattr(module, attr)
+    raise TransfuseError(
+        f"could not import {kind} {dotted!r}: no module {top!r} on sys.path nor in {' or '.join(looked)}; "
+        f"put {top}.py next to the recipe or in the working directory, or check the dotted path"
+    )
 
 
 class Registry(Generic[T]):
@@ -60,13 +111,7 @@ class Registry(Generic[T]):
         if name in self._items:
             return self._items[name]
         if "." in name:
-            module_name, _, attr = name.rpartition(".")
-            try:
-                return getattr(importlib.import_module(module_name), attr)
-            except (ImportError, AttributeError) as exc:
-                raise TransfuseError(
-                    f"could not import {self.kind} {name!r} ({exc}); check the dotted path"
-                ) from None
+            return import_user_object(name, self.kind)
         raise TransfuseError(
             f"unknown {self.kind} {name!r}.{closest(name, self._items)} "
             f"Run `transfuse list {self.kind}s` to see them all."
@@ -119,6 +164,22 @@ def _hints(factory: Any) -> Dict[str, Any]:
         return {}
 
 
+def describe_hint(hint: Any) -> str:
+    """An annotation in words: "float", "one of 'a' or 'b'", Optional[X] as X (None is always accepted)."""
+    import types
+    import typing
+
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(args) == 1:
+            return describe_hint(args[0])
+        return " or ".join(describe_hint(a) for a in args)
+    if origin is typing.Literal:
+        return "one of " + " or ".join(repr(a) for a in typing.get_args(hint))
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
 def _check_types(registry: Registry[Any], name: str, factory: Any, params: Dict[str, Any]) -> None:
     """Each given parameter against its annotation (the signature is the schema), before the factory runs.
 
@@ -139,12 +200,7 @@ def _check_types(registry: Registry[Any], name: str, factory: Any, params: Dict[
         try:
             adapter.validate_python(value)
         except ValidationError:
-            import typing
-
-            if typing.get_origin(hint) is typing.Literal:
-                shown = "one of " + " or ".join(repr(a) for a in typing.get_args(hint))
-            else:
-                shown = getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+            shown = describe_hint(hint)
             raise TransfuseError(
                 f"{registry.kind} {name!r}: parameter {key!r} must be {shown}; got {value!r} ({type(value).__name__})"
             ) from None

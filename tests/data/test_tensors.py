@@ -11,7 +11,7 @@ def test_npz_with_test_split(tmp_path):
     y = np.arange(20) % 3
     xt = np.ones((5, 4))
     np.savez(tmp_path / "d.npz", x=x, y=y, x_test=xt, y_test=np.array([0, 1, 2, 0, 1]))
-    d = build_data("tensors", {"path": str(tmp_path / "d.npz")})
+    d = build_data("tensors", {"path": str(tmp_path / "d.npz"), "standardize": "global"})
     assert d.num_classes == 3 and d.in_shape == (4,) and d.train.inputs.dtype == torch.float32
     assert abs(float(d.train.inputs.mean())) < 1e-5 and abs(float(d.train.inputs.std()) - 1) < 1e-5
     expected_test = (torch.ones(5, 4) - torch.from_numpy(x).float().mean()) / torch.from_numpy(x).float().std()

@@ -105,11 +105,21 @@ def _first_bad(t: Tensor) -> float:
 
 def channel_stats(x: Tensor) -> Tuple[Tensor, Tensor]:
     """Mean and std per channel of images (N, C, H, W), shaped (1, C, 1, 1); one scalar for other ranks."""
-    if x.ndim == 4:
-        mean = x.mean(dim=(0, 2, 3), keepdim=True)
-        std = x.std(dim=(0, 2, 3), keepdim=True)
-    else:
+    return feature_stats(x, "per_feature" if x.ndim == 4 else "global")
+
+
+def feature_stats(x: Tensor, how: str) -> Tuple[Tensor, Tensor]:
+    """Mean and std for standardising ``x`` (N, ...), shaped to broadcast against it.
+
+    how: "per_feature" (one pair per column of (N, F), per last-axis feature of (N, T, F), per
+    channel of images (N, C, H, W), as scikit-learn's StandardScaler for tables) or "global" (one pair).
+    The std is the unbiased one, floored at 1e-6 so a constant column maps to 0.
+    """
+    if how == "global" or x.ndim not in (2, 3, 4):
         mean, std = x.mean(), x.std()
+    else:
+        dims = {2: (0,), 3: (0, 1), 4: (0, 2, 3)}[x.ndim]
+        mean, std = x.mean(dim=dims, keepdim=True), x.std(dim=dims, keepdim=True)
     return mean, std.clamp_min(1e-6)
 
 

@@ -1,10 +1,13 @@
 """Tensors: the user's arrays from a ``.npz`` file (keys x, y and optionally x_test, y_test) or a
 ``.pt`` file holding a dict of tensors with the same keys (read with ``torch.load(weights_only=True)``).
 
-Inputs stored as uint8 are scaled to [0, 1]; floating inputs are cast to float32; with
-``normalise`` both are standardised with the training inputs' mean and std (per channel for
-images (N, C, H, W), one scalar otherwise). Integer inputs other than uint8 (token ids) are
-kept as int64 and never normalised. Labels are class ids 0..C-1; ``num_classes`` defaults to
+Inputs stored as uint8 are scaled to [0, 1]; floating inputs are cast to float32; both are then
+standardised with the training split's mean and std (``standardize``: ``per_feature``, the
+default, as scikit-learn's StandardScaler: one pair per column of a table (N, F), per channel
+of images (N, C, H, W); ``global``: one pair; ``none``). Columns on very different scales
+(a table's features) need their own pair, or the largest drowns the others. The statistics are
+kept on the splits (``input_stats``) so a run saves them and predicts on raw inputs the same way.
+Integer inputs other than uint8 (token ids) are kept as int64 and never standardised. Labels are class ids 0..C-1; ``num_classes`` defaults to
 the largest label + 1. Sample ids are positions in ``x``.
 """
 from __future__ import annotations
@@ -13,16 +16,32 @@ import pickle
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Literal, Optional
 
 import numpy as np
 import torch
 
 from ..errors import TransfuseError
 from . import DataSplits, IndexedTensors, datasets, fingerprint_tensors
-from ._common import _generator, apply_labelled, channel_stats, check_labels, describe_stats, stratified_split
+from ._common import _generator, apply_labelled, check_labels, describe_stats, feature_stats, stratified_split
 
 _KEYS = ("x", "y", "x_test", "y_test")
+
+#: the file a distill run writes its data set's input standardisation to (mean, std tensors)
+STATS_FILE = "input_stats.safetensors"
+
+
+def standardize_like_run(inputs: torch.Tensor, run_folder: str | Path) -> torch.Tensor:
+    """Raw inputs (N, ...) scaled as the run's training data was (uint8 -> [0, 1], then (x - mean) / std
+    with the statistics saved in ``run_folder``), for predicting with its student; unchanged without them."""
+    from safetensors.torch import load_file
+
+    x = _inputs(torch.as_tensor(inputs))
+    stats_path = Path(run_folder).expanduser() / STATS_FILE
+    if not stats_path.exists() or not x.is_floating_point():
+        return x
+    stats = load_file(str(stats_path))
+    return (x - stats["mean"]) / stats["std"]
 
 
 def _read_npz(path: Path) -> Dict[str, Any]:
@@ -108,6 +127,7 @@ def tensors(
     path: Optional[str] = None,
     num_classes: Optional[int] = None,
     normalise: bool = True,
+    standardize: Optional[Literal["per_feature", "global", "none"]] = None,
     test_fraction: float = 0.0,
     labelled: Optional[int] = None,
     unlabelled: bool = True,
@@ -115,9 +135,14 @@ def tensors(
 ) -> DataSplits:
     """Your tensors from a .npz or .pt file with keys x, y and optionally x_test, y_test.
 
+    standardize: per_feature (default) | global | none, with statistics from the training split only;
+    normalise=false is the older spelling of standardize=none.
     test_fraction: a seeded stratified hold-out when the file has no x_test (0: no test split).
     labelled / unlabelled: as for fashion_mnist.
     """
+    if standardize is not None and not normalise and standardize != "none":
+        raise TransfuseError(f"tensors got normalise=false and standardize={standardize}; give one of them (standardize=none turns it off)")
+    how = standardize or ("per_feature" if normalise else "none")
     if path is None:
         raise TransfuseError("tensors needs path=<file.npz or file.pt with keys x and y>")
     file = Path(path).expanduser()
@@ -168,8 +193,8 @@ def tensors(
         train_pos, test_pos = stratified_split(y, test_fraction, gen)
     inputs = _inputs(x)
     mean = std = None
-    if normalise and inputs.is_floating_point():
-        mean, std = channel_stats(inputs[train_pos])
+    if how != "none" and inputs.is_floating_point():
+        mean, std = feature_stats(inputs[train_pos], how)
         inputs = (inputs - mean) / std
     full = IndexedTensors(inputs, y)
     train = apply_labelled(full.subset(train_pos), labelled, unlabelled, gen)
@@ -180,7 +205,7 @@ def tensors(
         test: Optional[IndexedTensors] = IndexedTensors(t_inputs, y_test)
     else:
         test = full.subset(test_pos) if len(test_pos) else None
-    norm = describe_stats(mean, std) if mean is not None else "none"
+    norm = f"{how} {describe_stats(mean, std)}" if mean is not None else "none"
     extra = (
         f"tensors {file.resolve()} dtype={x.dtype} normalise={norm} test_fraction={test_fraction} "
         f"labelled={labelled} unlabelled={unlabelled} seed={seed}"
@@ -192,4 +217,5 @@ def tensors(
         num_classes=classes,
         in_shape=tuple(x.shape[1:]),
         fingerprint=fingerprint_tensors(train.inputs, train.labels, train.index, extra=extra),
+        input_stats=None if mean is None else {"mean": mean, "std": std},
     )

@@ -30,6 +30,7 @@ from ..objectives._features import capture
 from ..signals import Batch, Outputs, as_batch, as_outputs
 from . import checkpoint as ckpt
 from .schedule import make_scheduler
+from .stall import StallGuard
 
 
 class EpochSampler(Sampler[int]):
@@ -41,11 +42,15 @@ class EpochSampler(Sampler[int]):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def __iter__(self) -> Iterator[int]:
+    def order(self) -> Tensor:
+        """This epoch's sample positions (n,), int64."""
         if not self.shuffle:
-            return iter(range(self.n))
+            return torch.arange(self.n)
         g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return iter(torch.randperm(self.n, generator=g).tolist())
+        return torch.randperm(self.n, generator=g)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.order().tolist())
 
     def __len__(self) -> int:
         return self.n
@@ -78,6 +83,7 @@ class TrainResult:
     samples_per_second: float = 0.0
     train_seconds: float = 0.0
     metrics: Dict[str, Any] = field(default_factory=dict)  # the last ``evaluate`` result ({} without one)
+    warnings: List[str] = field(default_factory=list)  # e.g. the stall guard's "not learning"
 
 
 def make_accelerator(*, mixed_precision: str = "no", cpu: bool = False) -> Accelerator:
@@ -179,17 +185,26 @@ def plan_steps(loader: DataLoader, *, epochs: int = 1, max_steps: Optional[int] 
 
 
 def prepare_loader(accelerator: Accelerator, loader: DataLoader) -> DataLoader:
-    """The loader as Accelerate shards it over processes (the batch size is global)."""
+    """The loader as Accelerate shards it over processes (the batch size is global).
+
+    In one process on the CPU there is nothing to shard nor move, and Accelerate's wrapper
+    (DataLoaderShard: RNG synchronisation, device placement, end-of-data look-ahead) costs a tiny
+    student about a tenth of its step, so the loader is used as it is; the batches are the same.
+    """
     if loader.batch_size is not None and loader.batch_size % accelerator.num_processes:
         raise TransfuseError(
             f"batch size {loader.batch_size} is not divisible by {accelerator.num_processes} processes; "
             "the batch size is global, so pick a multiple of the process count"
         )
+    if accelerator.num_processes == 1 and accelerator.device.type == "cpu":
+        return loader
     return accelerator.prepare(loader)
 
 
 def epoch_batches(accelerator: Accelerator, loader: DataLoader, epoch: int, *, skip: int = 0, sampler=None) -> Iterator[Any]:
     """The micro-batches of ``epoch`` in its reproducible order, less the first ``skip`` (a resumed epoch)."""
+    if _sliceable(loader):
+        return _sliced_batches(loader, epoch, skip)
     epoch_loader = accelerator.skip_first_batches(loader, skip) if skip else loader
     # Accelerate's loaders re-seed their sampler from their own iteration counter on __iter__;
     # set it to the real epoch so a resumed run sees the same order.
@@ -200,19 +215,86 @@ def epoch_batches(accelerator: Accelerator, loader: DataLoader, epoch: int, *, s
     return iter(epoch_loader)
 
 
+def _sliceable(loader: Any) -> bool:
+    """A make_loader loader over in-memory tensors, used as it is (one CPU process: see prepare_loader)."""
+    from ..data import IndexedTensors, collate_batch
+
+    return (
+        type(loader) is DataLoader and type(loader.sampler) is EpochSampler and loader.num_workers == 0
+        and loader.collate_fn is collate_batch and type(loader.dataset) is IndexedTensors and loader.batch_size is not None
+    )
+
+
+def _sliced_batches(loader: DataLoader, epoch: int, skip: int) -> Iterator[Any]:
+    """The batches ``loader`` yields in ``epoch`` (from batch ``skip`` on), taken as slices of the epoch's
+    order: the same samples in the same order without the DataLoader's per-batch machinery (index
+    lists of Python ints turned back into tensors), a few percent of a tiny student's step."""
+    # iterating a DataLoader draws its workers' base seed from the global generator once; draw it
+    # too, so that everything random after it (dropout, augmentation) stays as it was
+    torch.empty((), dtype=torch.int64).random_(generator=loader.generator)
+    loader.sampler.set_epoch(epoch)
+    order = loader.sampler.order()  # (n,)
+    size = loader.batch_size
+    stop = len(order) - len(order) % size if loader.drop_last else len(order)
+    for start in range(skip * size, stop, size):
+        yield loader.dataset.__getitems__(order[start : start + size])
+
+
 def next_window(micro_batches: Iterator[Any], grad_accum: int) -> List[Batch]:
     """The next accumulation window: up to ``grad_accum`` micro-batches as Batch (empty at the epoch's end)."""
     return [as_batch(b) for _, b in zip(range(grad_accum), micro_batches)]
 
 
-@dataclass
 class StepStats:
-    """What one optimizer step reports: its loss (unit-weighted over the window) and counts."""
+    """What one optimizer step reports: its loss (unit-weighted over the window) and counts.
 
-    loss: float
-    correct: int = 0
-    labelled: int = 0
-    samples: int = 0
+    Read lazily: a step keeps its micro-batches' losses and counts as tensors, and they become
+    Python numbers when first read (``loss``, ``correct``, ``labelled``): the loop reads them at a
+    log line, an epoch's end, a checkpoint, or every step only where something needs it (a progress
+    bar, an objective that adapts to the loss), so a step does not wait on a device-to-host copy.
+    Reading ``loss`` raises the "loss became nan" error of the step it belongs to.
+    """
+
+    def __init__(self, loss: float = 0.0, correct: int = 0, labelled: int = 0, samples: int = 0, *, step: int = 0, epoch: int = 0) -> None:
+        self._loss, self._correct, self._labelled, self.samples = loss, correct, labelled, samples
+        self.step, self.epoch = step, epoch
+        self._losses: List[tuple] = []  # (loss (), units, local units) per micro-batch, not yet read
+        self._counts: List[tuple] = []  # (correct (), labelled ()) per micro-batch, not yet read
+
+    def add(self, loss: Tensor, units: int, local_units: int) -> None:
+        self._losses.append((loss.detach(), units, local_units))
+
+    def add_counts(self, correct: Tensor, labelled: Tensor) -> None:
+        self._counts.append((correct, labelled))
+
+    @property
+    def loss(self) -> float:
+        for value, units, local_units in self._losses:
+            value = float(value)
+            if not math.isfinite(value):
+                raise TransfuseError(
+                    f"the loss became {value} at step {self.step + 1} (epoch {self.epoch + 1}); lower the learning rate "
+                    "(optim.lr), set optim.grad_clip, or check the inputs for NaN/inf"
+                )
+            self._loss += value * float(units) / float(local_units)
+        self._losses.clear()
+        return self._loss
+
+    def _read_counts(self) -> None:
+        for correct, labelled in self._counts:
+            self._correct += int(correct)
+            self._labelled += int(labelled)
+        self._counts.clear()
+
+    @property
+    def correct(self) -> int:
+        self._read_counts()
+        return self._correct
+
+    @property
+    def labelled(self) -> int:
+        self._read_counts()
+        return self._labelled
 
 
 @dataclass
@@ -270,6 +352,7 @@ class Learner:
         self.params = [p for p in student.parameters() if p.requires_grad] + self.extra_params
         opt = _optimizer(optimizer, self.params, lr=lr, weight_decay=weight_decay, momentum=momentum)
         sched = make_scheduler(opt, kind=schedule, total_steps=total_steps, warmup_steps=warmup_steps)
+        self._lr_moves = not (schedule == "constant" and warmup_steps == 0)  # else stepping it changes nothing
         self.model, self.optimizer, self.scheduler = accelerator.prepare(student, opt, sched)
         if teacher is not None and hasattr(teacher, "to"):
             teacher.to(accelerator.device)
@@ -284,10 +367,24 @@ class Learner:
             accelerator.scaler is None and accelerator.distributed_type not in special and accelerator.gradient_accumulation_steps == 1
         )
         self.stateful_teacher = getattr(teacher, "stateful", False)
+        # per-step work skipped where it does nothing: the base prepare (no input change), autocast
+        # without mixed precision (Accelerate's is then a null context)
+        self._changes_batch = type(objective).prepare is not Objective.prepare
+        self._autocast = accelerator.autocast if accelerator.mixed_precision != "no" else contextlib.nullcontext
+        self._labels_checked = False
+        #: whether end_step must pass the step's loss (an objective whose on_step_end adapts to it, TAID);
+        #: otherwise the loop need not read the loss every step
+        self.reads_step_loss = type(objective).on_step_end is not Objective.on_step_end
+        # set by the caller before a step whose gradient norm it wants (the stall guard samples a few);
+        # the norm of that step's gradients is then in last_grad_norm
+        self.record_grad_norm = False
+        self.last_grad_norm: Optional[float] = None
 
     # -- the steps of one optimizer step -------------------------------------------------------
     def prepare_batch(self, batch: Any, *, step: int) -> Batch:
         """The objective's input change (augmentation, mixing), seeded by (seed, step) for exact resume."""
+        if not self._changes_batch:
+            return as_batch(batch)
         return self.objective.prepare(as_batch(batch), generator=torch.Generator().manual_seed(self.seed * 1_000_003 + step))
 
     def teacher_signal(self, batch: Batch) -> Optional[Outputs]:
@@ -307,9 +404,23 @@ class Learner:
         return out
 
     def loss(self, student_out: Outputs, teacher_out: Optional[Outputs], batch: Batch) -> Tensor:
-        """The objective's mean loss over the micro-batch's units, after checking labels and class counts."""
-        _check_labels(batch, student_out, teacher_out, self.objective)
-        return self.objective(student_out, teacher_out, batch)
+        """The objective's mean loss over the micro-batch's units, after checking labels and class counts.
+
+        The label range (a max over the labels, read on the host) is checked on the first batch and,
+        on the CPU, again only when the objective fails (an out-of-range label raises there, and the
+        check turns that into the clear error); on a GPU, where a bad index is a device-side assert,
+        on every batch.
+        """
+        each = self.accelerator.device.type != "cpu" or not self._labels_checked
+        _check_labels(batch, student_out, teacher_out, self.objective, labels=each)
+        self._labels_checked = True
+        if each:
+            return self.objective(student_out, teacher_out, batch)
+        try:
+            return self.objective(student_out, teacher_out, batch)
+        except (IndexError, RuntimeError):
+            _check_labels(batch, student_out, teacher_out, self.objective)
+            raise
 
     def no_sync(self, last: bool):
         """Hold DDP's gradient all-reduce for every micro-batch of a window but the last."""
@@ -318,7 +429,7 @@ class Learner:
     def backward(self, loss: Tensor, weight: float) -> None:
         """Gradients of ``loss * weight`` (weight: the micro-batch's share of the window's units)."""
         if self._direct:
-            (loss * weight).backward()
+            (loss if weight == 1.0 else loss * weight).backward()  # x * 1.0 is x: the same gradients
         else:
             self.accelerator.backward(loss * weight)
 
@@ -328,12 +439,22 @@ class Learner:
             for p in self.extra_params:
                 if p.grad is not None:
                     p.grad = self.accelerator.reduce(p.grad, reduction="mean")
+        if self.record_grad_norm:
+            grads = [p.grad for p in self.params if p.grad is not None]
+            self.last_grad_norm = float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))) if grads else 0.0
         if self.grad_clip is not None:
             self.accelerator.clip_grad_norm_(self.params, self.grad_clip)
         optimizer = self.optimizer.optimizer if self._direct else self.optimizer  # the raw one: see __init__
         optimizer.step()
-        self.scheduler.step()
+        # Accelerate's scheduler wrapper only checks what _direct rules out (skipped steps, accumulation)
+        if self._lr_moves:
+            (self.scheduler.scheduler if self._direct else self.scheduler).step()
         optimizer.zero_grad(set_to_none=True)
+
+    def param_norm(self) -> float:
+        """The L2 norm of all trained parameters (to judge a gradient norm against)."""
+        with torch.no_grad():
+            return float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm([p.detach() for p in self.params]))))
 
     def end_step(self, *, step: int, loss: float) -> None:
         """The objective's and teacher's per-step updates (schedules, EMA teachers)."""
@@ -352,24 +473,17 @@ class Learner:
         if accelerator.num_processes > 1:
             local = torch.tensor(float(local_units), dtype=torch.float64, device=accelerator.device)
             total_units = float(accelerator.reduce(local, reduction="sum"))
-        stats = StepStats(loss=0.0)
+        stats = StepStats(step=step, epoch=epoch)
         for i, batch in enumerate(window):
-            with self.no_sync(i == len(window) - 1), accelerator.autocast():
+            with self.no_sync(i == len(window) - 1), self._autocast():
                 teacher_out = self.teacher_signal(batch)
                 student_out = self.forward(batch)
                 loss = self.loss(student_out, teacher_out, batch)
             self.backward(loss, units[i] * accelerator.num_processes / total_units)
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                raise TransfuseError(
-                    f"the loss became {value} at step {step + 1} (epoch {epoch + 1}); lower the learning rate "
-                    "(optim.lr), set optim.grad_clip, or check the inputs for NaN/inf"
-                )
-            stats.loss += value * float(units[i]) / float(local_units)
+            stats.add(loss, units[i], local_units)  # checked for NaN / inf when read
             if batch.labels is not None and student_out.logits is not None and batch.labels.dim() == 1:
-                known = batch.labels >= 0
-                stats.correct += int((student_out.logits.argmax(-1)[known] == batch.labels[known]).sum())
-                stats.labelled += int(known.sum())
+                known = batch.labels >= 0  # (B,)
+                stats.add_counts(((student_out.logits.detach().argmax(-1) == batch.labels) & known).sum(), known.sum())
             stats.samples += batch.size
         self.optimizer_step()
         return stats
@@ -467,12 +581,15 @@ def train(
     progress: Optional[bool] = None,
     log_every: int = 50,
     cpu: bool = False,
+    stall_steps: int = 100,
 ) -> TrainResult:
     """Train ``student`` with ``objective`` against ``teacher`` (None for no teacher).
 
     checkpoint_every: steps between checkpoints (0: at each epoch end; needs output_dir).
     resume: continue from output_dir/checkpoints/latest (same final weights as an uninterrupted run).
     evaluate: called with the unwrapped student after each epoch; its dict joins the history.
+    stall_steps: after this many steps, warn (log, stderr, result.warnings) when the loss has not moved
+    or the gradients are ~0 (:class:`~transfuse.distill.stall.StallGuard`); 0 turns it off.
     """
     plan = plan_steps(train_loader, epochs=epochs, max_steps=max_steps, grad_accum=grad_accum)
     output = Path(output_dir) if output_dir is not None else None
@@ -493,6 +610,8 @@ def train(
     bar = _progress(show, plan.total_steps, state.step)
 
     train_time, samples_seen, last_eval = 0.0, 0, {}
+    guard = StallGuard(after=stall_steps, start=state.step, total_steps=plan.total_steps) if stall_steps else None
+    warnings: List[str] = []
     for epoch in range(state.epoch, plan.epochs):
         if state.step >= plan.total_steps:
             break
@@ -500,25 +619,42 @@ def train(
         micro_batches = epoch_batches(accelerator, loader, epoch, skip=skip, sampler=getattr(train_loader, "sampler", None))
         pos = skip
         loss_sum, n_steps, correct, labelled = state.epoch_sums if skip else (0.0, 0, 0, 0)
+        pending: List[StepStats] = []  # steps whose loss and counts are not read yet
         t0 = time.perf_counter()
         while state.step < plan.total_steps:
             window = next_window(micro_batches, grad_accum)
             if not window:
                 break
+            watch = guard is not None and guard.wants_grad_norm(state.step)
+            learner.record_grad_norm = watch
             stats = learner.train_step(window, step=state.step, epoch=epoch)
             state.step += 1
+            if guard is not None and not guard.done:
+                guard.observe(state.step, stats.loss, learner.last_grad_norm if watch else None,
+                              learner.param_norm() if watch else None)
+                if guard.check(state.step):
+                    warnings.append(guard.warning)
+                    log.write({"step": state.step, "epoch": epoch + 1, "warning": guard.warning})
+                    if accelerator.is_main_process:
+                        print(f"warning: {guard.warning}", file=sys.stderr)
             pos += len(window)
             n_steps += 1
-            loss_sum += stats.loss
-            correct, labelled, samples_seen = correct + stats.correct, labelled + stats.labelled, samples_seen + stats.samples
-            learner.end_step(step=state.step, loss=stats.loss)
-            state.epoch_sums = [loss_sum, n_steps, correct, labelled]
+            samples_seen += stats.samples
+            pending.append(stats)
+            learner.end_step(step=state.step, loss=stats.loss if learner.reads_step_loss else math.nan)
+            logging = state.step % log_every == 0
+            saving = checkpoint_every and state.step % checkpoint_every == 0 and state.step < plan.total_steps
+            if bar is not None or logging or saving:  # the numbers are read only here and at the epoch's end
+                loss_sum, correct, labelled = _sum_steps(pending, loss_sum, correct, labelled)
+                state.epoch_sums = [loss_sum, n_steps, correct, labelled]
             if bar is not None:
                 bar.update(state.step, loss_sum / n_steps, correct / max(labelled, 1) if labelled else None, epoch + 1)
-            if state.step % log_every == 0:
+            if logging:
                 log.write({"step": state.step, "epoch": epoch + 1, "loss": stats.loss, "lr": learner.scheduler.get_last_lr()[0]})
-            if checkpoint_every and state.step % checkpoint_every == 0 and state.step < plan.total_steps:
+            if saving:
                 save_checkpoint(accelerator, ckpt_root, learner, state, epoch=epoch, position=pos)
+        loss_sum, correct, labelled = _sum_steps(pending, loss_sum, correct, labelled)
+        state.epoch_sums = [loss_sum, n_steps, correct, labelled]
         train_time += time.perf_counter() - t0
         learner.end_epoch(epoch=epoch + 1, epochs=plan.epochs)
         record: Dict[str, Any] = {"epoch": epoch + 1, "step": state.step, "train_loss": loss_sum / max(n_steps, 1)}
@@ -544,7 +680,17 @@ def train(
         samples_per_second=samples_seen * accelerator.num_processes / train_time if train_time else 0.0,
         train_seconds=train_time,
         metrics=dict(last_eval),
+        warnings=warnings,
     )
+
+
+def _sum_steps(pending: List[StepStats], loss_sum: float, correct: int, labelled: int) -> tuple:
+    """The epoch's running sums with the ``pending`` steps read and added in order (then cleared)."""
+    for stats in pending:
+        loss_sum += stats.loss
+        correct, labelled = correct + stats.correct, labelled + stats.labelled
+    pending.clear()
+    return loss_sum, correct, labelled
 
 
 def _check_teacher_fits(objective: Objective, teacher: Optional[Callable]) -> None:
@@ -564,8 +710,8 @@ def _check_teacher_fits(objective: Objective, teacher: Optional[Callable]) -> No
         )
 
 
-def _check_labels(batch: Batch, student: Outputs, teacher: Optional[Outputs], objective: Objective) -> None:
-    """Labels must index the classes; teacher and student must agree on the class count."""
+def _check_labels(batch: Batch, student: Outputs, teacher: Optional[Outputs], objective: Objective, *, labels: bool = True) -> None:
+    """Labels must index the classes (checked when ``labels``); teacher and student must agree on the class count."""
     logits = student.logits
     if logits is None:
         return
@@ -577,7 +723,7 @@ def _check_labels(batch: Batch, student: Outputs, teacher: Optional[Outputs], ob
             f"the teacher predicts {teacher.logits.shape[-1]} classes but the student {classes}; "
             "give both models the same number of outputs"
         )
-    if batch.labels is not None and batch.labels.numel() and int(batch.labels.max()) >= classes:
+    if labels and batch.labels is not None and batch.labels.numel() and int(batch.labels.max()) >= classes:
         raise TransfuseError(
             f"a label is {int(batch.labels.max())} but the student has only {classes} outputs; "
             "labels must lie in [0, num_classes) (use -1 for unlabelled samples)"

@@ -23,6 +23,14 @@ def _batches(data: Union[IndexedTensors, Iterable[Any]], batch_size: int):
             yield batch.inputs, batch.labels
 
 
+def logit_scores(logits: Tensor, labels: Tensor, bins: int = 15) -> Dict[str, float]:
+    """Accuracy, ECE and NLL of logits (N, C) against labels (N,), unlabelled (-1) rows skipped."""
+    known = labels >= 0
+    nll = F.cross_entropy(logits[known].float(), labels[known]).item() if bool(known.any()) else float("nan")
+    probs = F.softmax(logits.float(), dim=-1)
+    return {"accuracy": accuracy(logits, labels), "ece": expected_calibration_error(probs, labels, bins), "nll": nll}
+
+
 def evaluate(
     model: nn.Module,
     data: Union[IndexedTensors, Iterable[Any]],
@@ -63,16 +71,8 @@ def evaluate(
             f"the data has class id {int(labels.max())} but the model gives {logits.shape[-1]} classes; "
             "build the model with the data's num_classes"
         )
-    nll = F.cross_entropy(logits[known], labels[known]).item() if bool(known.any()) else float("nan")
-    result: Dict[str, Any] = {
-        "logits": logits,
-        "probs": probs,
-        "labels": labels,
-        "accuracy": accuracy(logits, labels),
-        "ece": expected_calibration_error(probs, labels, bins),
-        "nll": nll,
-        "parameters": count_parameters(model),
-    }
+    result: Dict[str, Any] = {"logits": logits, "probs": probs, "labels": labels, **logit_scores(logits, labels, bins),
+                              "parameters": count_parameters(model)}
     if teacher_logits is not None:
         teacher_logits = teacher_logits.float().cpu()
         if teacher_logits.shape[-1] != logits.shape[-1]:

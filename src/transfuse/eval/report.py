@@ -122,6 +122,9 @@ def _plot_reliability(path: Path, bins_by_run: Mapping[str, Dict[str, Any]], tit
         ax.bar([centres[i] for i in used], [b["confidence"][i] - b["accuracy"][i] for i in used], width=width,
                bottom=[b["accuracy"][i] for i in used], color="tab:red", alpha=0.3, edgecolor="tab:red",
                linewidth=0.5, label="gap")
+        for i in used:  # the samples behind each bar: a bar of 3 samples says little
+            ax.text(centres[i], min(max(b["accuracy"][i], b["confidence"][i]) + 0.02, 0.97), str(b["count"][i]),
+                    ha="center", va="bottom", fontsize=6, rotation=90 if len(used) > 8 else 0)
         ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1)
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
@@ -154,12 +157,14 @@ def write_report(
     title: str,
     *,
     bins: int = 15,
+    notes: Sequence[str] = (),
 ) -> Path:
     """Write report.md, metrics.json, learning_curves.png and reliability.png into ``folder``.
 
     rows: one dict per run (e.g. run, accuracy, ece, agreement, parameters); curves: run ->
     per-epoch records (keys with "loss" and "acc" are plotted); reliability: run -> (probs (N, C),
-    labels (N,)). A plot with nothing to show is left out. The files are written to a temporary
+    labels (N,)), drawn with the sample count of each bin and listed per bin in report.md; notes:
+    sentences the reader must see (no test split, a run that did not learn), under "Notes". A plot with nothing to show is left out. The files are written to a temporary
     sibling folder which then replaces ``folder``, so a report is never half-written; an existing
     folder is replaced only if it is empty or a previous report.
     """
@@ -178,11 +183,55 @@ def write_report(
             _plot_reliability(tmp / "reliability.png", bins_by_run, title)
             files.append("reliability.png")
         md = [f"# {title}", "", markdown_table(rows) if rows else "(no runs)", ""]
+        if notes:
+            md += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
         md += [f"![{f[:-4].replace('_', ' ')}]({f})\n" for f in files]
+        md += _bin_tables(bins_by_run)
         (tmp / "report.md").write_text("\n".join(md))
-        payload = {"title": title, "rows": rows, "curves": curves, "reliability": bins_by_run}
+        payload = {"title": title, "rows": rows, "curves": curves, "reliability": bins_by_run, "notes": list(notes)}
         (tmp / "metrics.json").write_text(json.dumps(_plain(payload), indent=2, allow_nan=False))
     return folder
+
+
+def read_baseline(run: str | Path) -> Dict[str, Any]:
+    """The student row of an earlier run's report (``RUN_DIR/report/metrics.json``, or that file itself)."""
+    path = Path(run).expanduser()
+    file = path if path.is_file() else path / "report" / "metrics.json"
+    if not file.is_file():
+        raise TransfuseError(
+            f"eval.compare_to={str(run)!r} holds no report/metrics.json; name the output folder of a finished transfuse distill run"
+        )
+    try:
+        rows = json.loads(file.read_text())["rows"]
+    except (ValueError, KeyError, TypeError):
+        raise TransfuseError(f"{str(file)!r} is not a transfuse report's metrics.json (no rows); name a finished run's folder") from None
+    student = next((r for r in rows if isinstance(r, dict) and r.get("run") == "student"), rows[0] if rows else None)
+    if not isinstance(student, dict):
+        raise TransfuseError(f"{str(file)!r} has no student row to compare with")
+    return student
+
+
+def delta_row(current: Mapping[str, Any], baseline: Mapping[str, Any], label: str) -> Dict[str, Any]:
+    """current - baseline for every number both rows have (booleans and the run name skipped)."""
+    row: Dict[str, Any] = {"run": label}
+    for key, value in current.items():
+        other = baseline.get(key)
+        if key != "run" and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (value, other)):
+            row[key] = value - other
+    return row
+
+
+def _bin_tables(bins_by_run: Mapping[str, Dict[str, Any]]) -> List[str]:
+    """Markdown lines: per run, the non-empty confidence bins with their counts, accuracy and confidence."""
+    if not bins_by_run:
+        return []
+    md = ["## Reliability bins", ""]
+    for run, b in bins_by_run.items():
+        edges = b["edges"]
+        rows = [{"confidence bin": f"({edges[i]:.2f}, {edges[i + 1]:.2f}]", "count": c, "accuracy": b["accuracy"][i],
+                 "mean confidence": b["confidence"][i]} for i, c in enumerate(b["count"]) if c > 0]
+        md += [f"**{run}** ({sum(b['count']):,} samples)", "", markdown_table(rows), ""]
+    return md
 
 
 @contextmanager
@@ -216,4 +265,4 @@ def _replace(tmp: Path, folder: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-__all__ = ["write_report", "markdown_table", "atomic_folder"]
+__all__ = ["write_report", "markdown_table", "atomic_folder", "read_baseline", "delta_row"]

@@ -59,9 +59,11 @@ def cross_entropy(logits: Tensor, labels: Tensor, label_smoothing: float = 0.0) 
 
     Zero (with a gradient path) when no position in the batch has a label.
     """
-    flat_logits = logits.float().reshape(-1, logits.shape[-1])
+    flat_logits = logits.float() if logits.dim() == 2 else logits.float().reshape(-1, logits.shape[-1])  # (N, C)
     flat_labels = labels.reshape(-1)
     keep = flat_labels >= 0
+    if bool(keep.all()):  # every position labelled: no selection (the same numbers, without two gathers)
+        return F.cross_entropy(flat_logits, flat_labels, label_smoothing=label_smoothing)
     if not bool(keep.any()):
         return flat_logits.sum() * 0.0
     return F.cross_entropy(flat_logits[keep], flat_labels[keep], label_smoothing=label_smoothing)

@@ -62,14 +62,17 @@ class MixKD(Objective):
         index = None if batch.index is None else batch.index[p1]
         return Batch(inputs=inputs, labels=labels, index=index, mask=batch.mask, extra=extra)
 
-    def forward(self, student: Outputs, teacher: Outputs, batch: Batch) -> Tensor:
-        if student.logits.shape[-1] == 2:
-            # Two logits divided by their std are always +-1/sqrt(2) apart from the sign (the official
-            # MIXSTDLoss too): the loss has no gradient and nothing is learnt.
+    def check_num_classes(self, num_classes: int) -> None:
+        """Refuse two classes before any work: two logits divided by their std are always +-1/sqrt(2)
+        apart from the sign (the official MIXSTDLoss too), so the loss has no gradient and nothing is learnt."""
+        if num_classes == 2:
             raise TransfuseError(
                 "mixkd divides logits by their std over classes, which with 2 classes leaves only their sign "
                 "and no gradient (nothing is learnt); use objective.name=kd for two classes"
             )
+
+    def forward(self, student: Outputs, teacher: Outputs, batch: Batch) -> Tensor:
+        self.check_num_classes(student.logits.shape[-1])
         s = _std_normalised(student.logits)  # (B, C)
         t = _std_normalised(teacher.logits.detach())
         log_s = s.log_softmax(-1)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +81,7 @@ class TrainSpec(Strict):
     checkpoint_every: int = Field(0, ge=0)  # steps; 0 = at each epoch end
     log_every: int = Field(50, gt=0)
     progress: Optional[bool] = None  # None: a bar when stderr is a terminal
+    stall_steps: int = Field(100, ge=0)  # warn when the loss has not moved / gradients ~0 after this many steps; 0: off
 
 
 class AdversarialSpec(Strict):
@@ -97,6 +99,7 @@ class EvalSpec(Strict):
     bins: int = Field(15, gt=1)
     each_epoch: bool = True
     adversarial: Optional[AdversarialSpec] = None  # e.g. {attack: pgd, eps: 0.1, steps: 10}
+    compare_to: Optional[str] = None  # an earlier run's output folder: its student row and the delta join the report
 
 
 class DistillConfig(Strict):
@@ -199,6 +202,8 @@ def build_pieces(cfg: DistillConfig) -> Pieces:
     if cfg.student.weights:
         load_weights(student, cfg.student.weights, what="student")
     objective = build_objective(cfg.objective.name, cfg.objective.params)
+    if hasattr(objective, "check_num_classes"):  # an objective that cannot work with this many classes (mixkd on 2)
+        objective.check_num_classes(data.num_classes)
     teacher = None
     if cfg.teacher is not None and cfg.teacher.ensemble is not None:
         teacher = _ensemble_model(cfg.teacher, data)
@@ -357,6 +362,19 @@ def save_student(model: nn.Module, folder: Path, config: Dict[str, Any]) -> None
     os.replace(tmp_cfg, folder / "run_config.json")
 
 
+def save_input_stats(data: Any, folder: Path) -> None:
+    """The data set's input standardisation (training-split mean and std), beside the student, so that
+    ``transfuse.data.tensors.standardize_like_run`` scales raw inputs for prediction the same way."""
+    from ..data.tensors import STATS_FILE
+
+    stats = getattr(data, "input_stats", None)
+    if not stats:
+        return
+    tmp = folder / f".{STATS_FILE}.tmp"
+    save_file({k: v.detach().contiguous().cpu().float() for k, v in stats.items()}, str(tmp))
+    os.replace(tmp, folder / STATS_FILE)
+
+
 def save_pretrained_model(model: nn.Module, folder: Path) -> None:
     """A Hugging Face student also as a ``save_pretrained`` folder with its tokenizer (written aside, then renamed)."""
     import shutil
@@ -380,6 +398,9 @@ def run(cfg: DistillConfig, *, resume: bool = False) -> Dict[str, Any]:
     from ..distill.loop import make_loader, train
     from ..eval import evaluate_model, write_report
 
+    from ..eval.report import delta_row, read_baseline
+
+    baseline = read_baseline(cfg.eval.compare_to) if cfg.eval.compare_to else None  # checked before any work
     out = prepare_output(cfg, resume)
     pieces = build_pieces(cfg)
     if cfg.eval.adversarial is not None:
@@ -403,6 +424,10 @@ def run(cfg: DistillConfig, *, resume: bool = False) -> Dict[str, Any]:
         m = evaluate_model(model, data.test, teacher_logits=teacher_test_logits, batch_size=cfg.data.eval_batch_size, bins=cfg.eval.bins)
         return {"test_accuracy": m["accuracy"]}
 
+    notes: List[str] = []
+    if data.test is None:
+        notes.append(_no_test_split_note(cfg))
+        print(f"warning: {notes[-1]}", file=sys.stderr)
     train_split = hold_out(data.train, cfg.data.held_out, pieces.objective, seed=cfg.train.seed)
     loader = make_loader(train_split, batch_size=cfg.data.batch_size, seed=cfg.train.seed)
     result = train(
@@ -428,7 +453,9 @@ def run(cfg: DistillConfig, *, resume: bool = False) -> Dict[str, Any]:
         evaluate=per_epoch,
         progress=cfg.train.progress,
         log_every=cfg.train.log_every,
+        stall_steps=cfg.train.stall_steps,
     )
+    notes += result.warnings
     metrics: Dict[str, Any] = {"samples_per_second": result.samples_per_second, "steps": result.steps}
     reliability = {}
     if data.test is not None:
@@ -444,13 +471,23 @@ def run(cfg: DistillConfig, *, resume: bool = False) -> Dict[str, Any]:
         if hasattr(pieces.objective, "test_time_adapt"):  # metadmoe: accuracy after adapting on unlabelled test batches
             metrics.update(pieces.objective.test_time_adapt(result.student, data.test, batch_size=cfg.data.batch_size))
     save_student(result.student, out, cfg.model_dump())
+    save_input_stats(data, out)
     save_pretrained_model(result.student, out / "model")
+    rows = [{"run": "student", **{k: v for k, v in metrics.items() if not isinstance(v, (list, dict))}}]
+    if teacher_test_logits is not None:
+        rows.append(_teacher_row(pieces.teacher_model, teacher_test_logits, data.test.labels, cfg.eval.bins))
+        reliability["teacher"] = (teacher_test_logits.float().softmax(-1), data.test.labels)
+    if baseline is not None:
+        rows += [{**baseline, "run": f"baseline ({cfg.eval.compare_to})"},
+                 delta_row(rows[0], baseline, "student - baseline")]
     write_report(
         out / "report",
-        rows=[{"run": "student", **{k: v for k, v in metrics.items() if not isinstance(v, (list, dict))}}],
+        rows=rows,
         curves={"student": result.history},
         reliability=reliability,
         title=f"transfuse distill: {cfg.objective.name}",
+        bins=cfg.eval.bins,
+        notes=notes,
     )
     return metrics
 
@@ -463,6 +500,29 @@ def adversarial_metrics(model: nn.Module, data: Any, spec: AdversarialSpec) -> D
     r = robust_accuracy(model, data.test, attack=spec.attack, eps=attack_budget(spec.eps, bounds), steps=spec.steps,
                         bounds=bounds, seed=spec.seed, limit=spec.limit)
     return {"robust_accuracy": r["robust_accuracy"], "attack": r["attack"], "attack_eps": spec.eps, "attacked": r["samples"]}
+
+
+def _teacher_row(model: nn.Module, logits: torch.Tensor, labels: torch.Tensor, bins: int) -> Dict[str, Any]:
+    """The teacher measured on the same test split as the student (its agreement with itself is 1)."""
+    from ..eval.evaluate import logit_scores
+    from ..eval.metrics import count_parameters
+
+    return {"run": "teacher", **logit_scores(logits.float(), labels, bins), "agreement": 1.0, "parameters": count_parameters(model)}
+
+
+def _no_test_split_note(cfg: DistillConfig) -> str:
+    """What to say when the data has no test split: nothing is measured, and how to get one."""
+    import inspect
+
+    from ..data import datasets
+
+    try:
+        takes_fraction = "test_fraction" in inspect.signature(datasets.get(cfg.data.name)).parameters
+    except Exception:  # a user's data set that cannot be inspected
+        takes_fraction = False
+    fix = ("set data.params.test_fraction=0.2 to hold out a stratified test split" if takes_fraction
+           else "give the data set a test split (e.g. x_test / y_test, or a data set with data.params.test_fraction)")
+    return f"data {cfg.data.name!r} has no test split, so the student was not evaluated (no accuracy, ECE or agreement); {fix}"
 
 
 def _task(path: Path, overrides: List[str]) -> str:
@@ -493,8 +553,11 @@ def main(recipe: str | Path, overrides: List[str], *, resume: bool = False) -> D
         return run_recipe(path, overrides, resume=resume)
     if task != "classify":
         raise TransfuseError(f"unknown task {task!r} in {str(path)!r}; use task: classify (default) or task: lm")
+    from ..registry import user_code_from
+
     cfg = load_config(DistillConfig, path, overrides)
-    metrics = run(cfg, resume=resume)
+    with user_code_from(path.parent):  # dotted paths to the user's modules resolve next to the recipe
+        metrics = run(cfg, resume=resume)
     shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items() if not isinstance(v, (list, dict))}
     console().print(f"[bold]done[/bold]: {cfg.output}/student.safetensors  {shown}")
     return metrics
