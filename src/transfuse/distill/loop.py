@@ -78,6 +78,7 @@ class TrainResult:
     samples_per_second: float = 0.0
     train_seconds: float = 0.0
     metrics: Dict[str, Any] = field(default_factory=dict)  # the last ``evaluate`` result ({} without one)
+    evals: List[Dict[str, Any]] = field(default_factory=list)  # with eval_every: {"step", **evaluate(...)} rows
 
 
 def make_accelerator(*, mixed_precision: str = "no", cpu: bool = False) -> Accelerator:
@@ -213,6 +214,8 @@ class StepStats:
     correct: int = 0
     labelled: int = 0
     samples: int = 0
+    tokens: int = 0  # attended input tokens (token-level batches: those with a mask), for tokens/s
+    metrics: Dict[str, float] = field(default_factory=dict)  # ``measure``'s values, unit-weighted over the window
 
 
 @dataclass
@@ -223,6 +226,7 @@ class Progress:
     epoch: int = 0
     position: int = 0
     history: List[Dict[str, Any]] = field(default_factory=list)
+    evals: List[Dict[str, Any]] = field(default_factory=list)  # the ``eval_every`` evaluations, by step
     # the running sums of the epoch in progress (loss, steps, correct, labelled), so that a resumed
     # epoch reports the same mean training loss as an uninterrupted one
     epoch_sums: List[float] = field(default_factory=lambda: [0.0, 0, 0, 0])
@@ -342,8 +346,12 @@ class Learner:
             self.teacher.on_step_end(self.student)
 
     # -- composed ------------------------------------------------------------------------------
-    def train_step(self, window: List[Any], *, step: int, epoch: int = 0) -> StepStats:
-        """One optimizer step over an accumulation window of micro-batches (``step``: steps done before it)."""
+    def train_step(self, window: List[Any], *, step: int, epoch: int = 0,
+                   measure: Optional[Callable[[Outputs, Optional[Outputs], Batch], Dict[str, float]]] = None) -> StepStats:
+        """One optimizer step over an accumulation window of micro-batches (``step``: steps done before it).
+
+        ``measure(student_out, teacher_out, batch) -> {name: value}`` (no gradient), when given, is
+        averaged over the window by units into ``StepStats.metrics`` (e.g. the KL to the teacher)."""
         window = [self.prepare_batch(b, step=step) for b in window]
         accelerator = self.accelerator
         units = [count_units(b) for b in window]  # ints; float64 arithmetic below, as exact as on tensors
@@ -366,6 +374,13 @@ class Learner:
                     "(optim.lr), set optim.grad_clip, or check the inputs for NaN/inf"
                 )
             stats.loss += value * float(units[i]) / float(local_units)
+            if measure is not None:
+                with torch.no_grad():
+                    for k, v in measure(student_out, teacher_out, batch).items():
+                        stats.metrics[k] = stats.metrics.get(k, 0.0) + float(v) * float(units[i]) / float(local_units)
+            if batch.mask is not None:
+                attn = batch.extra.get("attention_mask")
+                stats.tokens += int(attn.sum()) if attn is not None else batch.inputs.numel()
             if batch.labels is not None and student_out.logits is not None and batch.labels.dim() == 1:
                 known = batch.labels >= 0
                 stats.correct += int((student_out.logits.argmax(-1)[known] == batch.labels[known]).sum())
@@ -422,7 +437,7 @@ def save_checkpoint(accelerator: Accelerator, root: Optional[Path], learner: Lea
         parts = learner.checkpoint_parts()
         teacher = {"teacher": parts.pop("teacher")} if "teacher" in parts else {}
         run = {"step": progress.step, "epoch": epoch, "position": position, "history": progress.history,
-               "epoch_sums": progress.epoch_sums if position else [0.0, 0, 0, 0]}
+               "evals": progress.evals, "epoch_sums": progress.epoch_sums if position else [0.0, 0, 0, 0]}
         ckpt.write_checkpoint(root, progress.step, {**parts, "progress": run, "rng": ckpt.rng_state(), **teacher})
     accelerator.wait_for_everyone()
 
@@ -438,7 +453,7 @@ def load_checkpoint(root: Path, learner: Learner) -> Progress:
     prog = parts["progress"]
     ckpt.set_rng_state(parts["rng"])
     return Progress(step=prog["step"], epoch=prog["epoch"], position=prog["position"], history=prog["history"],
-                    epoch_sums=list(prog.get("epoch_sums", [0.0, 0, 0, 0])))
+                    evals=list(prog.get("evals", [])), epoch_sums=list(prog.get("epoch_sums", [0.0, 0, 0, 0])))
 
 
 def train(
@@ -467,12 +482,18 @@ def train(
     progress: Optional[bool] = None,
     log_every: int = 50,
     cpu: bool = False,
+    eval_every: int = 0,
+    step_metrics: Optional[Callable[[Outputs, Optional[Outputs], Batch], Dict[str, float]]] = None,
 ) -> TrainResult:
     """Train ``student`` with ``objective`` against ``teacher`` (None for no teacher).
 
     checkpoint_every: steps between checkpoints (0: at each epoch end; needs output_dir).
     resume: continue from output_dir/checkpoints/latest (same final weights as an uninterrupted run).
     evaluate: called with the unwrapped student after each epoch; its dict joins the history.
+    eval_every: > 0: ``evaluate`` runs before training and every that many steps instead (rows in
+    ``TrainResult.evals`` and metrics.jsonl, keyed by step), not at epoch ends.
+    log_every: every that many steps a row of metrics.jsonl (+ TensorBoard): loss, lr, samples/s,
+    tokens/s (token batches) and ``step_metrics(student_out, teacher_out, batch)``'s values.
     """
     plan = plan_steps(train_loader, epochs=epochs, max_steps=max_steps, grad_accum=grad_accum)
     output = Path(output_dir) if output_dir is not None else None
@@ -493,6 +514,21 @@ def train(
     bar = _progress(show, plan.total_steps, state.step)
 
     train_time, samples_seen, last_eval = 0.0, 0, {}
+    window_t0, window_samples, window_tokens = time.perf_counter(), 0, 0
+
+    def run_eval() -> None:
+        nonlocal last_eval, window_t0
+        if evaluate is not None and accelerator.is_main_process:
+            last_eval = learner.evaluate(evaluate)
+            row = {"step": state.step, **last_eval}
+            state.evals.append(row)
+            log.write(row)
+            if bar is not None:
+                bar.note(" ".join(f"{k} {v:.4g}" for k, v in last_eval.items() if isinstance(v, (int, float))))
+        window_t0 = time.perf_counter()  # rates count training time only
+
+    if eval_every and state.step == 0:
+        run_eval()
     for epoch in range(state.epoch, plan.epochs):
         if state.step >= plan.total_steps:
             break
@@ -505,18 +541,31 @@ def train(
             window = next_window(micro_batches, grad_accum)
             if not window:
                 break
-            stats = learner.train_step(window, step=state.step, epoch=epoch)
+            logged = (state.step + 1) % log_every == 0
+            stats = learner.train_step(window, step=state.step, epoch=epoch, measure=step_metrics if logged else None)
             state.step += 1
             pos += len(window)
             n_steps += 1
             loss_sum += stats.loss
             correct, labelled, samples_seen = correct + stats.correct, labelled + stats.labelled, samples_seen + stats.samples
+            window_samples, window_tokens = window_samples + stats.samples, window_tokens + stats.tokens
             learner.end_step(step=state.step, loss=stats.loss)
             state.epoch_sums = [loss_sum, n_steps, correct, labelled]
+            if logged:  # rates over the steps since the last row, all processes together
+                seconds = max(time.perf_counter() - window_t0, 1e-9)
+                row = {"step": state.step, "epoch": epoch + 1, "loss": stats.loss, "lr": learner.scheduler.get_last_lr()[0],
+                       "samples_per_s": window_samples * accelerator.num_processes / seconds}
+                if window_tokens:
+                    row["tokens_per_s"] = window_tokens * accelerator.num_processes / seconds
+                row.update(stats.metrics)
+                log.write(row)
+                window_t0, window_samples, window_tokens = time.perf_counter(), 0, 0
+                if bar is not None:
+                    bar.note(" ".join(f"{k} {row[k]:.4g}" for k in ("lr", "tokens_per_s", *stats.metrics) if k in row))
             if bar is not None:
                 bar.update(state.step, loss_sum / n_steps, correct / max(labelled, 1) if labelled else None, epoch + 1)
-            if state.step % log_every == 0:
-                log.write({"step": state.step, "epoch": epoch + 1, "loss": stats.loss, "lr": learner.scheduler.get_last_lr()[0]})
+            if eval_every and state.step % eval_every == 0:
+                run_eval()
             if checkpoint_every and state.step % checkpoint_every == 0 and state.step < plan.total_steps:
                 save_checkpoint(accelerator, ckpt_root, learner, state, epoch=epoch, position=pos)
         train_time += time.perf_counter() - t0
@@ -524,7 +573,7 @@ def train(
         record: Dict[str, Any] = {"epoch": epoch + 1, "step": state.step, "train_loss": loss_sum / max(n_steps, 1)}
         if labelled:
             record["train_accuracy"] = correct / labelled
-        if evaluate is not None and accelerator.is_main_process:
+        if evaluate is not None and not eval_every and accelerator.is_main_process:
             last_eval = learner.evaluate(evaluate)
             record.update(last_eval)
         state.history.append(record)
@@ -544,6 +593,7 @@ def train(
         samples_per_second=samples_seen * accelerator.num_processes / train_time if train_time else 0.0,
         train_seconds=train_time,
         metrics=dict(last_eval),
+        evals=state.evals,
     )
 
 
@@ -595,15 +645,20 @@ class _Bar:
             TextColumn("loss {task.fields[loss]}"),
             TextColumn("acc {task.fields[acc]}"),
             TimeRemainingColumn(),
+            TextColumn("{task.fields[note]}"),
             transient=False,
         )
-        self.task = self.progress.add_task("train", total=total, completed=start, epoch="-", loss="-", acc="-")
+        self.task = self.progress.add_task("train", total=total, completed=start, epoch="-", loss="-", acc="-", note="")
         self.progress.start()
 
     def update(self, step: int, loss: float, acc: Optional[float], epoch: int) -> None:
         self.progress.update(
             self.task, completed=step, loss=f"{loss:.4f}", acc="-" if acc is None else f"{acc:.3f}", epoch=epoch
         )
+
+    def note(self, text: str) -> None:
+        """The latest logged values (lr, tokens/s, KL, evaluation) after the bar."""
+        self.progress.update(self.task, note=text)
 
     def close(self) -> None:
         self.progress.stop()
