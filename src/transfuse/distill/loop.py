@@ -387,6 +387,13 @@ class Learner:
                 stats.labelled += int(known.sum())
             stats.samples += batch.size
         self.optimizer_step()
+        if accelerator.num_processes > 1:  # the window's loss (and measures) over every process, by units
+            names = sorted(stats.metrics)
+            local = torch.tensor([stats.loss] + [stats.metrics[k] for k in names], dtype=torch.float64,
+                                 device=accelerator.device) * float(local_units)
+            total = accelerator.reduce(local, reduction="sum") / float(total_units)
+            stats.loss = float(total[0])
+            stats.metrics = {k: float(v) for k, v in zip(names, total[1:])}
         return stats
 
     # -- epoch end, evaluation, checkpoints ----------------------------------------------------

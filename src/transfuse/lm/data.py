@@ -196,7 +196,7 @@ def render_chat(tokenizer, messages: List[Dict[str, str]], *, system_prompt: str
 
     ``none`` with a template that inserts a default system prompt (SmolLM2's, Qwen's): the
     conversation is rendered behind a placeholder system turn whose rendered block (found by
-    rendering it alone) is then cut off, keeping a leading BOS token."""
+    rendering it alone) is then cut off, keeping a BOS token that opens the text."""
     messages = with_system_prompt(messages, system_prompt)
     if system_prompt != "none":
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
@@ -208,8 +208,13 @@ def render_chat(tokenizer, messages: List[Dict[str, str]], *, system_prompt: str
             "data.system_prompt=none: the chat template does not render a system turn as its own leading block, so "
             "it cannot be left out; give a template without a default system prompt (data.chat_template: file.jinja)"
         )
+    rest = full[len(block):]
+    if _PLACEHOLDER in rest:
+        raise TransfuseError("data.system_prompt=none: the chat template repeats the system turn; give a template "
+                             "without a default system prompt (data.chat_template: file.jinja)")
     bos = getattr(tokenizer, "bos_token", None) or ""
-    return (bos if bos and block.startswith(bos) else "") + full[len(block):]
+    # a BOS that opens the whole text (Llama 3's) stays; one that opens every turn is already in ``rest``
+    return (bos if bos and block.startswith(bos) and not rest.lstrip().startswith(bos) else "") + rest
 
 
 def _chat_rows(messages: List[Dict[str, str]], tokenizer, *, system_prompt: str = "default",

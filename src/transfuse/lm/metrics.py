@@ -42,8 +42,10 @@ class TeacherKL:
             return {}
         keep = batch.mask.bool() if batch.mask is not None else None
         s_all = student.logits if student.logits is not None else student.hidden.get("last")
-        if s_all is None or keep is None or not bool(keep.any()):
+        if s_all is None or keep is None:
             return {}
+        if not bool(keep.any()):  # (the same keys on every process: the loop averages them over processes)
+            return {"kl_to_teacher": 0.0}
         s_rows = s_all[keep]  # (n, V) logits or (n, D) hidden states
         t_rows = {}
         if teacher.logits is not None:

@@ -236,6 +236,18 @@ def _ensemble_fingerprint(member_fps: List[str], spec: LMTeacherSpec) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _main_process_first():
+    """Accelerate's main-process-first block when launched with several processes; else nothing."""
+    import contextlib
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return contextlib.nullcontext()
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available()).main_process_first()
+
+
 class Prepared:
     """What several runs of one recipe share: teacher, tokenizer, data, the teacher's signal."""
 
@@ -323,9 +335,10 @@ class Prepared:
                 return hf_teacher(input_ids=batch.inputs, attention_mask=None if pos is not None else batch.extra["attention_mask"],
                                   position_ids=pos, use_cache=False).logits[..., :rows]
 
-            self.cache = build_topk_cache(folder, teacher_logits=logits_of, batches=batches, fingerprint=parts,
-                                          k=cfg.teacher.top_k, temperature=cfg.teacher.temperature,
-                                          vocab_size=rows, num_samples=n, logprob_format=cfg.teacher.cache_format)
+            with _main_process_first():  # under `accelerate launch` one process builds, the others then read
+                self.cache = build_topk_cache(folder, teacher_logits=logits_of, batches=batches, fingerprint=parts,
+                                              k=cfg.teacher.top_k, temperature=cfg.teacher.temperature,
+                                              vocab_size=rows, num_samples=n, logprob_format=cfg.teacher.cache_format)
             self.cache_seconds = time.perf_counter() - t0
             log(f"top-{cfg.teacher.top_k} teacher cache in {folder} ({self.cache_seconds:.1f} s)")
             self.teacher_source = TopKTeacher(self.cache)
@@ -400,7 +413,10 @@ class Prepared:
                 raise TransfuseError(f"the student ({type(hf_student).__name__}) does not support gradient checkpointing; "
                                      "set train.gradient_checkpointing=false")
             # non-reentrant torch.utils.checkpoint: works with inputs that need no gradient and with the chunked loss
-            hf_student.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            if hasattr(hf_student, "activation_checkpointing_enable"):  # transformers >= 5.x's name
+                hf_student.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                hf_student.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         # with allow_padding_rows, the larger output layer (student's or teacher's) is cut to the common rows
         cut = vocab if vocab != self.vocab or vocab != vocab_size_of(hf_student) else None
         objective = build_objective(objective_name, objective_params)
@@ -442,7 +458,8 @@ class Prepared:
         seconds = time.perf_counter() - t0
         hf_student.eval()
         if cfg.train.gradient_checkpointing:
-            hf_student.gradient_checkpointing_disable()  # the saved model and its evaluation run without it
+            # the saved model and its evaluation run without it
+            (getattr(hf_student, "activation_checkpointing_disable", None) or hf_student.gradient_checkpointing_disable)()
         metrics = {
             "objective": objective_name, "seed": seed, "steps": result.steps, "train_seconds": round(seconds, 1),
             "final_train_loss": result.history[-1]["train_loss"] if result.history else None,
