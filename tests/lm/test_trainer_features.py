@@ -195,10 +195,15 @@ def _train_losses(tmp_path, name, **train):
     return [r["loss"] for r in _rows(tmp_path / name / "metrics.jsonl") if "loss" in r]
 
 
-def test_bf16_autocast_loss_close_to_fp32_and_checkpointing_equal(tmp_path):
+def test_bf16_autocast_loss_close_to_fp32_and_checkpointing_equal(tmp_path, monkeypatch):
+    import transformers.modeling_utils as hf
+
     fp32 = _train_losses(tmp_path, "fp32")
     bf16 = _train_losses(tmp_path, "bf16", mixed_precision="bf16")
+    calls, real = [], hf.checkpoint
+    monkeypatch.setattr(hf, "checkpoint", lambda *a, **k: calls.append(1) or real(*a, **k))
     ckpt = _train_losses(tmp_path, "ckpt", gradient_checkpointing=True)
+    assert len(calls) >= 4 * 2  # every decoder layer of every step went through torch.utils.checkpoint
     assert min(fp32) > 0.01  # a loss with signal
     assert bf16 != fp32  # autocast really ran in bf16
     for a, b in zip(fp32, bf16):
