@@ -11,7 +11,9 @@ the SmolLM2-135M-Instruct teacher folder and a 6-layer student built from it (sa
 start from the same weights); ``trl`` / ``transfuse`` train one setting each and save the student;
 ``report`` scores every saved student with the same held-out perplexity code (transfuse's) on the
 same held-out records and prints the markdown table. The held-out records are every 10th record
-(transfuse's ``split_records`` rule, reproduced in the TRL half).
+(transfuse's ``split_records`` rule, reproduced in the TRL half), and TRL reads the training records
+in the order transfuse's sampler draws them (``EpochSampler``: ``randperm`` seeded by seed * 100003 +
+epoch; TRL's own shuffling turned off), so both see the same batches and the per-step losses compare.
 """
 from __future__ import annotations
 
@@ -70,6 +72,12 @@ def run_trl(work: Path, name: str, beta: float, lmbda: float, steps: int, batch:
     paths = json.loads((work / "paths.json").read_text())
     recs = [json.loads(l) for l in (work / "chat.jsonl").read_text().splitlines() if l.strip()]
     train = [r for i, r in enumerate(recs) if i % HELD_OUT_EVERY]
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0 * 100_003 + 0))  # transfuse's epoch 0
+    train = [train[i] for i in order.tolist()]
+
+    class InOrder(GKDTrainer):  # the records in the order above: no shuffling of TRL's own
+        def _get_train_sampler(self, *args, **kwargs):
+            return torch.utils.data.SequentialSampler(self.train_dataset)
     tok = AutoTokenizer.from_pretrained(paths["student0"])
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
@@ -82,7 +90,7 @@ def run_trl(work: Path, name: str, beta: float, lmbda: float, steps: int, batch:
         logging_steps=1, save_strategy="no", report_to="none", use_cpu=True, seed=0, bf16=False, fp16=False,
         dataloader_drop_last=True,
     )
-    trainer = GKDTrainer(model=student, teacher_model=teacher, args=args, processing_class=tok,
+    trainer = InOrder(model=student, teacher_model=teacher, args=args, processing_class=tok,
                          train_dataset=datasets.Dataset.from_list(train))
     t0 = time.perf_counter()
     out = trainer.train()
@@ -91,7 +99,7 @@ def run_trl(work: Path, name: str, beta: float, lmbda: float, steps: int, batch:
     trainer.model.save_pretrained(work / name)
     tok.save_pretrained(work / name)
     result = {"name": name, "peer": f"trl {trl.__version__}", "beta": beta, "lmbda": lmbda, "steps": out.global_step,
-              "mean_loss": float(out.training_loss), "first_loss": losses[0] if losses else None,
+              "mean_loss": float(out.training_loss), "losses": losses,
               "s_per_step": seconds / max(out.global_step, 1), "peak_rss_mb": _peak_mb()}
     (work / f"{name}.json").write_text(json.dumps(result))
     print(json.dumps(result))
@@ -112,17 +120,20 @@ def run_transfuse(work: Path, name: str, beta: float, lmbda: float, steps: int, 
         "data": {"source": str(work / "chat.jsonl"), "seq_len": seq_len, "batch_size": batch, "held_out": 1 / HELD_OUT_EVERY},
         "objective": {"name": "jsd", "params": {"beta": beta, "kl_at_endpoints": True}, "chunked": False},
         "on_policy": {"lmbda": lmbda},
-        "train": {"max_steps": steps, "lr": lr, "schedule": "linear", "warmup_steps": 0, "grad_clip": 1.0, "seed": 0},
+        "train": {"max_steps": steps, "lr": lr, "schedule": "linear", "warmup_steps": 0, "grad_clip": 1.0, "seed": 0,
+                  "log_every": 1, "progress": False},  # a metrics.jsonl row per step, as TRL's logging_steps=1
         "eval": {"samples": 1, "new_tokens": 1},
     })
     prepared = Prepared(cfg)
     t0 = time.perf_counter()
-    metrics = prepared.run("jsd", {"beta": beta, "kl_at_endpoints": True}, seed=0)
+    run_dir = work / f"{name}-run"
+    metrics = prepared.run("jsd", {"beta": beta, "kl_at_endpoints": True}, seed=0, output=run_dir)
+    losses = [json.loads(l)["loss"] for l in (run_dir / "metrics.jsonl").read_text().splitlines() if '"loss"' in l]
     seconds = metrics["train_seconds"]
     prepared.last_student.save_pretrained(work / name)
     prepared.tokenizer.save_pretrained(work / name)
     result = {"name": name, "peer": "transfuse" + (f" (top-{cache_k} cache, {cache_format})" if cache_k else ""),
-              "beta": beta, "lmbda": lmbda, "steps": metrics["steps"], "mean_loss": metrics["final_train_loss"],
+              "beta": beta, "lmbda": lmbda, "steps": metrics["steps"], "mean_loss": metrics["final_train_loss"], "losses": losses,
               "s_per_step": seconds / max(metrics["steps"], 1), "peak_rss_mb": _peak_mb(),
               "cache_build_s": round(getattr(prepared, "cache_seconds", 0.0), 1), "wall_s": round(time.perf_counter() - t0, 1)}
     (work / f"{name}.json").write_text(json.dumps(result))
@@ -151,10 +162,14 @@ def report(work: Path, seq_len: int) -> str:
         rows.append(r)
     lines = [f"held-out: {len(eval_data)} records, {int(eval_data.mask.sum())} assistant tokens; perplexity of the teacher "
              f"{ref['teacher']:.3f}, of the student before training {ref['student init']:.3f}", "",
-             "| setting | run | steps | mean train loss | held-out ppl | s/step | peak RSS MB |", "|---|---|---|---|---|---|---|"]
+             "| setting | run | steps | first-step loss | mean train loss | max per-step loss gap to TRL | held-out ppl | s/step | peak RSS MB |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    trl_losses = {(r["lmbda"], r["beta"]): r["losses"] for r in rows if r["peer"].startswith("trl")}
     for r in sorted(rows, key=lambda r: (r["lmbda"], r["beta"], r["name"])):
-        lines.append(f"| lmbda {r['lmbda']:g}, beta {r['beta']:g} | {r['peer']} | {r['steps']} | {r['mean_loss']:.4f} | "
-                     f"{r['held_out_ppl']:.3f} | {r['s_per_step']:.2f} | {r['peak_rss_mb']:.0f} |")
+        ref = trl_losses.get((r["lmbda"], r["beta"]))
+        gap = "" if ref is None or r["peer"].startswith("trl") else f"{max(abs(a - b) for a, b in zip(r['losses'], ref)):.2e}"
+        lines.append(f"| lmbda {r['lmbda']:g}, beta {r['beta']:g} | {r['peer']} | {r['steps']} | {r['losses'][0]:.4f} | "
+                     f"{r['mean_loss']:.4f} | {gap} | {r['held_out_ppl']:.3f} | {r['s_per_step']:.2f} | {r['peak_rss_mb']:.0f} |")
     text = "\n".join(lines)
     print(text)
     return text

@@ -212,6 +212,15 @@ def test_bf16_autocast_loss_close_to_fp32_and_checkpointing_equal(tmp_path, monk
         assert b == pytest.approx(a, rel=1e-5)
 
 
+def test_fp16_on_the_cpu_is_refused(tmp_path):
+    from transfuse.errors import TransfuseError
+    from transfuse.recipes.distill_lm import main
+
+    with pytest.raises(TransfuseError, match="fp16 needs a GPU"):
+        main(_cfg(tmp_path, train={"mixed_precision": "fp16", "device": "cpu"}))
+    assert not (tmp_path / "out" / "metrics.json").exists()
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -244,3 +253,23 @@ def test_two_processes_match_one_process(tmp_path):
     l1 = [r["loss"] for r in _rows(tmp_path / "one" / "metrics.jsonl") if "loss" in r]
     l2 = [r["loss"] for r in _rows(tmp_path / "two" / "metrics.jsonl") if "loss" in r]
     assert l2 == pytest.approx(l1, rel=1e-4)
+
+
+def test_checkpoint_of_a_model_with_tied_embeddings(tmp_path):
+    """SmolLM2 ties its input embedding and output layer: a checkpoint holds the shared tensor once."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from transfuse.distill.checkpoint import load_state, save_state
+
+    cfg = LlamaConfig(vocab_size=40, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                      num_key_value_heads=1, tie_word_embeddings=True)
+    model = LlamaForCausalLM(cfg)
+    state = model.state_dict()
+    assert state["lm_head.weight"].data_ptr() == state["model.embed_tokens.weight"].data_ptr()
+    save_state(tmp_path, "student", {"weights": state, "view": state["lm_head.weight"][:3]})
+    back = load_state(tmp_path, "student")
+    assert all(torch.equal(back["weights"][k], v) for k, v in state.items())
+    assert torch.equal(back["view"], state["lm_head.weight"][:3])
+    fresh = LlamaForCausalLM(cfg)
+    fresh.load_state_dict(back["weights"])
+    assert torch.equal(fresh.lm_head.weight, model.lm_head.weight)

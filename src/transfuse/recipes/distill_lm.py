@@ -406,6 +406,9 @@ class Prepared:
         from ..lm.metrics import TeacherKL
 
         cfg = self.cfg
+        on_cpu = cfg.train.device == "cpu" or (cfg.train.device == "auto" and not torch.cuda.is_available())
+        if cfg.train.mixed_precision == "fp16" and on_cpu:  # Accelerate would run on in float32 without a word
+            raise TransfuseError("train.mixed_precision=fp16 needs a GPU (the CPU has no fp16 autocast); use bf16 on the CPU")
         torch.manual_seed(seed)
         hf_student, vocab = self.student()
         if cfg.train.gradient_checkpointing:
@@ -452,8 +455,7 @@ class Prepared:
             warmup_steps=cfg.train.warmup_steps, grad_accum=cfg.train.grad_accum, grad_clip=cfg.train.grad_clip,
             seed=seed, progress=cfg.train.progress, log_every=cfg.train.log_every, output_dir=output, forward=forward,
             checkpoint_every=cfg.train.checkpoint_every, resume=resume, mixed_precision=cfg.train.mixed_precision,
-            cpu=cfg.train.device == "cpu" or (cfg.train.device == "auto" and not torch.cuda.is_available()),
-            evaluate=evaluate, eval_every=cfg.eval.every, step_metrics=kl,
+            cpu=on_cpu, evaluate=evaluate, eval_every=cfg.eval.every, step_metrics=kl,
         )
         seconds = time.perf_counter() - t0
         hf_student.eval()
