@@ -36,7 +36,7 @@ def _records(n: int):
     for name in sorted(topics):
         for j, para in enumerate(p.strip() for p in topics[name].split("\n\n") if len(p.strip()) > 80):
             q = f"What does the Python documentation say about '{name}'" + (f" (part {j + 1})?" if j else "?")
-            out.append({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": para[:400]}]})
+            out.append({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": para[:200]}]})
             if len(out) == n:
                 return out
     return out
@@ -54,7 +54,10 @@ def prepare(work: Path, n_records: int, layers: int) -> None:
     student.save_pretrained(work / "student0")
     tok.save_pretrained(work / "student0")
     (work / "paths.json").write_text(json.dumps({"teacher": str(teacher), "student0": str(work / "student0")}))
-    print(f"{len(recs)} records, teacher {teacher}, student {layers} layers -> {work}")
+    longest = max(len(tok(tok.apply_chat_template(r["messages"], tokenize=False), add_special_tokens=False)["input_ids"])
+                  for r in recs)
+    print(f"{len(recs)} records (longest {longest} tokens: TRL keeps the last max_length, transfuse the first seq_len, "
+          f"so keep seq_len above it), teacher {teacher}, student {layers} layers -> {work}")
 
 
 def _peak_mb() -> float:
