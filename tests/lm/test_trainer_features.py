@@ -273,3 +273,19 @@ def test_checkpoint_of_a_model_with_tied_embeddings(tmp_path):
     fresh = LlamaForCausalLM(cfg)
     fresh.load_state_dict(back["weights"])
     assert torch.equal(fresh.lm_head.weight, model.lm_head.weight)
+
+
+def test_cli_bad_chat_template_is_one_line_exit_2(tmp_path, run_cli):
+    import os
+
+    cfg = _cfg(tmp_path)  # writes the teacher and the data
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        f"task: lm\nteacher: {{path: {tmp_path / 'teacher'}, cache: true, cache_dir: {tmp_path / 'cache'}, top_k: 8}}\n"
+        f"student: {{layers: 2}}\ndata: {{source: {cfg.data.source}, seq_len: 24, batch_size: 4, "
+        f"chat_template: {tmp_path / 'missing.jinja'}}}\ntrain: {{max_steps: 1}}\noutput: {tmp_path / 'out'}\n"
+    )
+    proc = run_cli("distill", recipe, env={"PYTHONPATH": os.pathsep.join([str(HERE.parents[1] / "src"), str(HERE)])})
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "error: data.chat_template" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "out" / "metrics.json").exists()
