@@ -16,7 +16,13 @@ place, as soon as all their samples arrived; an interrupted build keeps every fi
 touched by a batch, so the cache never sits in RAM. On reading, the top-k probabilities are
 rescaled so that they and the stored rest sum to one (float16 rounding otherwise breaks that).
 
-Bytes per token: K (2 + 2) + 8, e.g. 264 at k = 64.
+Quantised log-probs (``logprob_format`` uint8 / uint16, meta.json says which): instead of
+``logprobs`` a shard holds ``codes`` (R, K) (uint8, or uint16 as an int16 bit pattern) and per row
+``offset`` / ``scale`` (R,) float32, the log-prob being ``offset + code * scale`` (offset: the row's
+smallest top-k log-prob, scale: its range / (2^bits - 1); the error is at most scale / 2 per entry).
+
+Bytes per token (:func:`bytes_per_token`): float16 K (2 + 2) + 8, e.g. 264 at k = 64; uint8
+K (1 + 2) + 16, e.g. 112 at k = 32; uint16 K (2 + 2) + 16.
 """
 from __future__ import annotations
 
@@ -36,6 +42,33 @@ from ..errors import TransfuseError
 from ..signals import Batch, Outputs
 
 FORMAT = "transfuse-topk/1"
+LOGPROB_FORMATS = ("float16", "uint8", "uint16")
+_LEVELS = {"uint8": 255, "uint16": 65535}
+_FLOOR = -80.0  # quantised rows: log-probs below this (probabilities < 2e-35) are stored as this
+
+
+def bytes_per_token(k: int, logprob_format: str = "float16", vocab_size: int = 65536) -> int:
+    """Nominal cache bytes per counted token: log-probs + ids (K each) + position, rest (+ scale, offset)."""
+    lp = {"float16": 2, "uint8": 1, "uint16": 2}[logprob_format]
+    ids = 2 if vocab_size <= 65536 else 4
+    return k * (lp + ids) + 8 + (0 if logprob_format == "float16" else 8)
+
+
+def quantize_logprobs(logprobs: Tensor, logprob_format: str) -> Tuple[Tensor, Tensor, Tensor]:
+    """(R, K) log-probs -> codes (R, K) (uint8, or int16 holding uint16 bits), offset (R,), scale (R,) float32."""
+    levels = _LEVELS[logprob_format]
+    lp = logprobs.float().clamp_min(_FLOOR)
+    lo, hi = lp.min(-1).values, lp.max(-1).values  # (R,)
+    scale = ((hi - lo) / levels).clamp_min(1e-12)
+    codes = torch.round((lp - lo.unsqueeze(-1)) / scale.unsqueeze(-1)).clamp(0, levels).to(torch.int32)
+    codes = codes.to(torch.uint8) if logprob_format == "uint8" else codes.to(torch.int16)  # int16: uint16 bit pattern
+    return codes, lo, scale
+
+
+def dequantize_logprobs(codes: Tensor, offset: Tensor, scale: Tensor) -> Tensor:
+    """codes (R, K), offset / scale (R,) -> (R, K) float32 log-probs."""
+    c = codes.to(torch.int32) & 0xFFFF if codes.dtype == torch.int16 else codes.to(torch.int32)
+    return offset.float().unsqueeze(-1) + c.float() * scale.float().unsqueeze(-1)
 
 
 def topk_of_logits(logits: Tensor, k: int, temperature: float = 1.0) -> Tuple[Tensor, Tensor, Tensor]:
@@ -49,16 +82,23 @@ def topk_of_logits(logits: Tensor, k: int, temperature: float = 1.0) -> Tuple[Te
     return top, idx, rest
 
 
-def reconstruct_dense(topk_logprobs: Tensor, topk_indices: Tensor, vocab_size: int) -> Tensor:
-    """Dense log-probs (..., V) from a top-k signal, the rest spread evenly over the other tokens.
+def reconstruct_dense(topk_logprobs: Tensor, topk_indices: Tensor, vocab_size: int,
+                      tail_prior: Optional[Tensor] = None) -> Tensor:
+    """Dense log-probs (..., V) from a top-k signal, the rest spread evenly over the other tokens, or
+    in proportion to ``tail_prior`` (V,) (e.g. the teacher's mean distribution over other data).
 
     Only a diagnostic (the cache's fidelity); objectives use the K + 1 buckets instead.
     """
     top = topk_logprobs.float()
     k = top.shape[-1]
     rest = (1.0 - top.double().exp().sum(-1, keepdim=True)).clamp_min(1e-30)  # (..., 1)
-    fill = (rest / max(vocab_size - k, 1)).log().float()
-    dense = fill.expand(*top.shape[:-1], vocab_size).clone()
+    if tail_prior is None:
+        fill = (rest / max(vocab_size - k, 1)).log().float()
+        dense = fill.expand(*top.shape[:-1], vocab_size).clone()
+    else:
+        prior = tail_prior.double().clamp_min(1e-30).expand(*top.shape[:-1], vocab_size)
+        off = prior.scatter(-1, topk_indices.long(), 0.0)  # (..., V): the prior on the tokens outside the top k
+        dense = (off / off.sum(-1, keepdim=True).clamp_min(1e-300) * rest).clamp_min(1e-300).log().float()
     return dense.scatter(-1, topk_indices.long(), top)
 
 
@@ -72,9 +112,12 @@ def tokenizer_fingerprint(tokenizer) -> str:
     return h.hexdigest()[:16]
 
 
-def fingerprint_parts(*, teacher: str, tokenizer: str, data: str, temperature: float, k: int) -> Dict[str, str]:
-    """The fingerprint of a top-k cache: what must match for its contents to be valid."""
-    return {"teacher": teacher, "tokenizer": tokenizer, "data": data, "temperature": repr(float(temperature)), "k": str(int(k))}
+def fingerprint_parts(*, teacher: str, tokenizer: str, data: str, temperature: float, k: int,
+                      fmt: str = "float16") -> Dict[str, str]:
+    """The fingerprint of a top-k cache: what must match for its contents to be valid (the
+    log-prob format only when quantised, so float16 caches built before it stay valid)."""
+    parts = {"teacher": teacher, "tokenizer": tokenizer, "data": data, "temperature": repr(float(temperature)), "k": str(int(k))}
+    return parts if fmt == "float16" else {**parts, "logprob_format": fmt}
 
 
 def _atomic_json(path: Path, data: dict) -> None:
@@ -110,7 +153,11 @@ class TopKCacheWriter:
         vocab_size: int,
         num_samples: int,
         shard_size: int = 256,
+        logprob_format: str = "float16",
     ) -> None:
+        if logprob_format not in LOGPROB_FORMATS:
+            raise TransfuseError(f"unknown top-k cache format {logprob_format!r}; choose one of {', '.join(LOGPROB_FORMATS)}")
+        self.logprob_format = logprob_format
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.k, self.vocab_size, self.num_samples, self.shard_size = k, vocab_size, num_samples, shard_size
@@ -118,6 +165,7 @@ class TopKCacheWriter:
         meta = {
             "format": FORMAT, "k": k, "temperature": float(temperature), "vocab_size": vocab_size,
             "num_samples": num_samples, "shard_size": shard_size, "fingerprint": fingerprint, "complete": False,
+            "logprob_format": logprob_format,
         }
         if meta_path.exists():
             old = json.loads(meta_path.read_text())
@@ -153,9 +201,8 @@ class TopKCacheWriter:
             return
         big = self.vocab_size > 65536
         idx = indices.to(torch.int32) if big else indices.to(torch.int32).to(torch.int16)  # uint16 bit pattern
-        self._buffers.setdefault(j, {})[sample_id] = (
-            positions.to(torch.int32).cpu(), logprobs.to(torch.float16).cpu(), idx.cpu(), rest.float().cpu()
-        )
+        lp = logprobs.to(torch.float16).cpu() if self.logprob_format == "float16" else quantize_logprobs(logprobs.cpu(), self.logprob_format)
+        self._buffers.setdefault(j, {})[sample_id] = (positions.to(torch.int32).cpu(), lp, idx.cpu(), rest.float().cpu())
         if len(self._buffers[j]) == len(self._shard_ids(j)):
             self._flush(j)
 
@@ -168,10 +215,15 @@ class TopKCacheWriter:
             "ids": ids,
             "offsets": offsets,
             "positions": torch.cat([v[0] for _, v in items]),
-            "logprobs": torch.cat([v[1] for _, v in items]).reshape(-1, self.k),
             "indices": torch.cat([v[2] for _, v in items]).reshape(-1, self.k),
             "rest": torch.cat([v[3] for _, v in items]),
         }
+        if self.logprob_format == "float16":
+            tensors["logprobs"] = torch.cat([v[1] for _, v in items]).reshape(-1, self.k)
+        else:
+            tensors["codes"] = torch.cat([v[1][0] for _, v in items]).reshape(-1, self.k)
+            tensors["offset"] = torch.cat([v[1][1] for _, v in items])
+            tensors["scale"] = torch.cat([v[1][2] for _, v in items])
         fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".tmp-", suffix=".safetensors")
         os.close(fd)
         save_file(tensors, tmp, metadata={"format": FORMAT})
@@ -204,6 +256,7 @@ class TopKCache:
         self.meta = meta
         self.k, self.shard_size, self.vocab_size = meta["k"], meta["shard_size"], meta["vocab_size"]
         self.temperature = meta["temperature"]
+        self.logprob_format = meta.get("logprob_format", "float16")
         self._handles: Dict[int, object] = {}
         self._offsets: Dict[int, Tuple[Tensor, Tensor]] = {}
 
@@ -227,7 +280,10 @@ class TopKCache:
             raise TransfuseError(f"the top-k cache has no sample {sample_id}; it was built for other data")
         a, b = int(offsets[row]), int(offsets[row + 1])
         positions = handle.get_slice("positions")[a:b].long()
-        lp = handle.get_slice("logprobs")[a:b].float()
+        if self.logprob_format == "float16":
+            lp = handle.get_slice("logprobs")[a:b].float()
+        else:
+            lp = dequantize_logprobs(handle.get_slice("codes")[a:b], handle.get_slice("offset")[a:b], handle.get_slice("scale")[a:b])
         idx = handle.get_slice("indices")[a:b].long()
         if self.vocab_size <= 65536:
             idx = idx & 0xFFFF
@@ -287,12 +343,13 @@ def build_topk_cache(
     num_samples: int,
     shard_size: int = 256,
     progress=None,
+    logprob_format: str = "float16",
 ) -> TopKCache:
     """Run ``teacher_logits(batch) -> (B, T, V)`` over ``batches`` (in sample-id order) and store the
     top-k of every counted token; samples already in finished shards are skipped (resume)."""
     writer = TopKCacheWriter(
         folder, fingerprint=fingerprint, k=k, temperature=temperature, vocab_size=vocab_size,
-        num_samples=num_samples, shard_size=shard_size,
+        num_samples=num_samples, shard_size=shard_size, logprob_format=logprob_format,
     )
     todo = set(writer.missing())
     if todo:

@@ -23,17 +23,30 @@ from ..errors import TransfuseError
 LATEST = "latest"
 
 
-def _split_tensors(obj: Any, prefix: str, tensors: Dict[str, torch.Tensor]) -> Any:
-    """Replace every tensor in a nested structure by {"__tensor__": key}; collect the tensors."""
+def _split_tensors(obj: Any, prefix: str, tensors: Dict[str, torch.Tensor], seen: Optional[Dict[tuple, str]] = None) -> Any:
+    """Replace every tensor in a nested structure by {"__tensor__": key}; collect the tensors.
+
+    A tensor that is the same view as one already collected (tied weights: an LM's input embedding
+    and output layer) becomes a reference to its key: safetensors refuses tensors sharing memory."""
+    seen = {} if seen is None else seen
     if isinstance(obj, torch.Tensor):
+        t = obj.detach().contiguous().cpu()
+        ptr = t.untyped_storage().data_ptr()
+        sig = (ptr, t.storage_offset(), tuple(t.shape), t.stride(), t.dtype)
+        if sig in seen:
+            return {"__tensor__": seen[sig]}
+        if any(k[0] == ptr for k in seen):  # another view of memory already saved: a copy of its own
+            t = t.clone()
         key = prefix or "_"
-        tensors[key] = obj.detach().contiguous().cpu()
+        tensors[key] = t
+        seen[(t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride(), t.dtype)] = key
         return {"__tensor__": key}
     if isinstance(obj, dict):
-        return {"__dict__": [[_split_tensors(k, f"{prefix}.k{i}", tensors), _split_tensors(v, f"{prefix}.{i}", tensors)] for i, (k, v) in enumerate(obj.items())]}
+        return {"__dict__": [[_split_tensors(k, f"{prefix}.k{i}", tensors, seen), _split_tensors(v, f"{prefix}.{i}", tensors, seen)]
+                             for i, (k, v) in enumerate(obj.items())]}
     if isinstance(obj, (list, tuple)):
         kind = "__tuple__" if isinstance(obj, tuple) else "__list__"
-        return {kind: [_split_tensors(v, f"{prefix}.{i}", tensors) for i, v in enumerate(obj)]}
+        return {kind: [_split_tensors(v, f"{prefix}.{i}", tensors, seen) for i, v in enumerate(obj)]}
     if isinstance(obj, float) and not np.isfinite(obj):
         return {"__float__": repr(obj)}
     return obj

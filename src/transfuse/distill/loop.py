@@ -84,6 +84,7 @@ class TrainResult:
     train_seconds: float = 0.0
     metrics: Dict[str, Any] = field(default_factory=dict)  # the last ``evaluate`` result ({} without one)
     warnings: List[str] = field(default_factory=list)  # e.g. the stall guard's "not learning"
+    evals: List[Dict[str, Any]] = field(default_factory=list)  # with eval_every: {"step", **evaluate(...)} rows
 
 
 def make_accelerator(*, mixed_precision: str = "no", cpu: bool = False) -> Accelerator:
@@ -260,9 +261,16 @@ class StepStats:
         self.step, self.epoch = step, epoch
         self._losses: List[tuple] = []  # (loss (), units, local units) per micro-batch, not yet read
         self._counts: List[tuple] = []  # (correct (), labelled ()) per micro-batch, not yet read
+        self.tokens = 0  # attended input tokens (token-level batches: those with a mask), for tokens/s
+        self.metrics: Dict[str, float] = {}  # ``measure``'s values, unit-weighted over the window
 
     def add(self, loss: Tensor, units: int, local_units: int) -> None:
         self._losses.append((loss.detach(), units, local_units))
+
+    def set_loss(self, value: float) -> None:
+        """Replace the window's loss (e.g. by its mean over every process)."""
+        self._losses.clear()
+        self._loss = value
 
     def add_counts(self, correct: Tensor, labelled: Tensor) -> None:
         self._counts.append((correct, labelled))
@@ -305,6 +313,7 @@ class Progress:
     epoch: int = 0
     position: int = 0
     history: List[Dict[str, Any]] = field(default_factory=list)
+    evals: List[Dict[str, Any]] = field(default_factory=list)  # the ``eval_every`` evaluations, by step
     # the running sums of the epoch in progress (loss, steps, correct, labelled), so that a resumed
     # epoch reports the same mean training loss as an uninterrupted one
     epoch_sums: List[float] = field(default_factory=lambda: [0.0, 0, 0, 0])
@@ -463,8 +472,12 @@ class Learner:
             self.teacher.on_step_end(self.student)
 
     # -- composed ------------------------------------------------------------------------------
-    def train_step(self, window: List[Any], *, step: int, epoch: int = 0) -> StepStats:
-        """One optimizer step over an accumulation window of micro-batches (``step``: steps done before it)."""
+    def train_step(self, window: List[Any], *, step: int, epoch: int = 0,
+                   measure: Optional[Callable[[Outputs, Optional[Outputs], Batch], Dict[str, float]]] = None) -> StepStats:
+        """One optimizer step over an accumulation window of micro-batches (``step``: steps done before it).
+
+        ``measure(student_out, teacher_out, batch) -> {name: value}`` (no gradient), when given, is
+        averaged over the window by units into ``StepStats.metrics`` (e.g. the KL to the teacher)."""
         window = [self.prepare_batch(b, step=step) for b in window]
         accelerator = self.accelerator
         units = [count_units(b) for b in window]  # ints; float64 arithmetic below, as exact as on tensors
@@ -481,11 +494,25 @@ class Learner:
                 loss = self.loss(student_out, teacher_out, batch)
             self.backward(loss, units[i] * accelerator.num_processes / total_units)
             stats.add(loss, units[i], local_units)  # checked for NaN / inf when read
+            if measure is not None:
+                with torch.no_grad():
+                    for k, v in measure(student_out, teacher_out, batch).items():
+                        stats.metrics[k] = stats.metrics.get(k, 0.0) + float(v) * float(units[i]) / float(local_units)
+            if batch.mask is not None:
+                attn = batch.extra.get("attention_mask")
+                stats.tokens += int(attn.sum()) if attn is not None else batch.inputs.numel()
             if batch.labels is not None and student_out.logits is not None and batch.labels.dim() == 1:
                 known = batch.labels >= 0  # (B,)
                 stats.add_counts(((student_out.logits.detach().argmax(-1) == batch.labels) & known).sum(), known.sum())
             stats.samples += batch.size
         self.optimizer_step()
+        if accelerator.num_processes > 1:  # the window's loss (and measures) over every process, by units
+            names = sorted(stats.metrics)
+            local = torch.tensor([stats.loss] + [stats.metrics[k] for k in names], dtype=torch.float64,
+                                 device=accelerator.device) * float(local_units)
+            total = accelerator.reduce(local, reduction="sum") / float(total_units)
+            stats.set_loss(float(total[0]))
+            stats.metrics = {k: float(v) for k, v in zip(names, total[1:])}
         return stats
 
     # -- epoch end, evaluation, checkpoints ----------------------------------------------------
@@ -536,7 +563,7 @@ def save_checkpoint(accelerator: Accelerator, root: Optional[Path], learner: Lea
         parts = learner.checkpoint_parts()
         teacher = {"teacher": parts.pop("teacher")} if "teacher" in parts else {}
         run = {"step": progress.step, "epoch": epoch, "position": position, "history": progress.history,
-               "epoch_sums": progress.epoch_sums if position else [0.0, 0, 0, 0]}
+               "evals": progress.evals, "epoch_sums": progress.epoch_sums if position else [0.0, 0, 0, 0]}
         ckpt.write_checkpoint(root, progress.step, {**parts, "progress": run, "rng": ckpt.rng_state(), **teacher})
     accelerator.wait_for_everyone()
 
@@ -552,7 +579,7 @@ def load_checkpoint(root: Path, learner: Learner) -> Progress:
     prog = parts["progress"]
     ckpt.set_rng_state(parts["rng"])
     return Progress(step=prog["step"], epoch=prog["epoch"], position=prog["position"], history=prog["history"],
-                    epoch_sums=list(prog.get("epoch_sums", [0.0, 0, 0, 0])))
+                    evals=list(prog.get("evals", [])), epoch_sums=list(prog.get("epoch_sums", [0.0, 0, 0, 0])))
 
 
 def train(
@@ -582,6 +609,8 @@ def train(
     log_every: int = 50,
     cpu: bool = False,
     stall_steps: int = 100,
+    eval_every: int = 0,
+    step_metrics: Optional[Callable[[Outputs, Optional[Outputs], Batch], Dict[str, float]]] = None,
 ) -> TrainResult:
     """Train ``student`` with ``objective`` against ``teacher`` (None for no teacher).
 
@@ -590,6 +619,10 @@ def train(
     evaluate: called with the unwrapped student after each epoch; its dict joins the history.
     stall_steps: after this many steps, warn (log, stderr, result.warnings) when the loss has not moved
     or the gradients are ~0 (:class:`~transfuse.distill.stall.StallGuard`); 0 turns it off.
+    eval_every: > 0: ``evaluate`` runs before training and every that many steps instead (rows in
+    ``TrainResult.evals`` and metrics.jsonl, keyed by step), not at epoch ends.
+    log_every: every that many steps a row of metrics.jsonl (+ TensorBoard): loss, lr, samples/s,
+    tokens/s (token batches) and ``step_metrics(student_out, teacher_out, batch)``'s values.
     """
     plan = plan_steps(train_loader, epochs=epochs, max_steps=max_steps, grad_accum=grad_accum)
     output = Path(output_dir) if output_dir is not None else None
@@ -612,6 +645,21 @@ def train(
     train_time, samples_seen, last_eval = 0.0, 0, {}
     guard = StallGuard(after=stall_steps, start=state.step, total_steps=plan.total_steps) if stall_steps else None
     warnings: List[str] = []
+    window_t0, window_samples, window_tokens = time.perf_counter(), 0, 0
+
+    def run_eval() -> None:
+        nonlocal last_eval, window_t0
+        if evaluate is not None and accelerator.is_main_process:
+            last_eval = learner.evaluate(evaluate)
+            row = {"step": state.step, **last_eval}
+            state.evals.append(row)
+            log.write(row)
+            if bar is not None:
+                bar.note(" ".join(f"{k} {v:.4g}" for k, v in last_eval.items() if isinstance(v, (int, float))))
+        window_t0 = time.perf_counter()  # rates count training time only
+
+    if eval_every and state.step == 0:
+        run_eval()
     for epoch in range(state.epoch, plan.epochs):
         if state.step >= plan.total_steps:
             break
@@ -625,9 +673,10 @@ def train(
             window = next_window(micro_batches, grad_accum)
             if not window:
                 break
+            logged = (state.step + 1) % log_every == 0
             watch = guard is not None and guard.wants_grad_norm(state.step)
             learner.record_grad_norm = watch
-            stats = learner.train_step(window, step=state.step, epoch=epoch)
+            stats = learner.train_step(window, step=state.step, epoch=epoch, measure=step_metrics if logged else None)
             state.step += 1
             if guard is not None and not guard.done:
                 guard.observe(state.step, stats.loss, learner.last_grad_norm if watch else None,
@@ -640,17 +689,28 @@ def train(
             pos += len(window)
             n_steps += 1
             samples_seen += stats.samples
+            window_samples, window_tokens = window_samples + stats.samples, window_tokens + stats.tokens
             pending.append(stats)
             learner.end_step(step=state.step, loss=stats.loss if learner.reads_step_loss else math.nan)
-            logging = state.step % log_every == 0
             saving = checkpoint_every and state.step % checkpoint_every == 0 and state.step < plan.total_steps
-            if bar is not None or logging or saving:  # the numbers are read only here and at the epoch's end
+            if bar is not None or logged or saving:  # the numbers are read only here and at the epoch's end
                 loss_sum, correct, labelled = _sum_steps(pending, loss_sum, correct, labelled)
                 state.epoch_sums = [loss_sum, n_steps, correct, labelled]
+            if logged:  # rates over the steps since the last row, all processes together
+                seconds = max(time.perf_counter() - window_t0, 1e-9)
+                row = {"step": state.step, "epoch": epoch + 1, "loss": stats.loss, "lr": learner.scheduler.get_last_lr()[0],
+                       "samples_per_s": window_samples * accelerator.num_processes / seconds}
+                if window_tokens:
+                    row["tokens_per_s"] = window_tokens * accelerator.num_processes / seconds
+                row.update(stats.metrics)
+                log.write(row)
+                window_t0, window_samples, window_tokens = time.perf_counter(), 0, 0
+                if bar is not None:
+                    bar.note(" ".join(f"{k} {row[k]:.4g}" for k in ("lr", "tokens_per_s", *stats.metrics) if k in row))
             if bar is not None:
                 bar.update(state.step, loss_sum / n_steps, correct / max(labelled, 1) if labelled else None, epoch + 1)
-            if logging:
-                log.write({"step": state.step, "epoch": epoch + 1, "loss": stats.loss, "lr": learner.scheduler.get_last_lr()[0]})
+            if eval_every and state.step % eval_every == 0:
+                run_eval()
             if saving:
                 save_checkpoint(accelerator, ckpt_root, learner, state, epoch=epoch, position=pos)
         loss_sum, correct, labelled = _sum_steps(pending, loss_sum, correct, labelled)
@@ -660,7 +720,7 @@ def train(
         record: Dict[str, Any] = {"epoch": epoch + 1, "step": state.step, "train_loss": loss_sum / max(n_steps, 1)}
         if labelled:
             record["train_accuracy"] = correct / labelled
-        if evaluate is not None and accelerator.is_main_process:
+        if evaluate is not None and not eval_every and accelerator.is_main_process:
             last_eval = learner.evaluate(evaluate)
             record.update(last_eval)
         state.history.append(record)
@@ -681,6 +741,7 @@ def train(
         train_seconds=train_time,
         metrics=dict(last_eval),
         warnings=warnings,
+        evals=state.evals,
     )
 
 
@@ -741,15 +802,20 @@ class _Bar:
             TextColumn("loss {task.fields[loss]}"),
             TextColumn("acc {task.fields[acc]}"),
             TimeRemainingColumn(),
+            TextColumn("{task.fields[note]}"),
             transient=False,
         )
-        self.task = self.progress.add_task("train", total=total, completed=start, epoch="-", loss="-", acc="-")
+        self.task = self.progress.add_task("train", total=total, completed=start, epoch="-", loss="-", acc="-", note="")
         self.progress.start()
 
     def update(self, step: int, loss: float, acc: Optional[float], epoch: int) -> None:
         self.progress.update(
             self.task, completed=step, loss=f"{loss:.4f}", acc="-" if acc is None else f"{acc:.3f}", epoch=epoch
         )
+
+    def note(self, text: str) -> None:
+        """The latest logged values (lr, tokens/s, KL, evaluation) after the bar."""
+        self.progress.update(self.task, note=text)
 
     def close(self) -> None:
         self.progress.stop()

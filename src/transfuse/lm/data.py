@@ -176,28 +176,90 @@ def _pack_texts(texts: List[str], tokenizer, seq_len: int) -> List[List[int]]:
     return [stream[i : i + seq_len] for i in range(0, len(stream) - 1, seq_len) if len(stream[i : i + seq_len]) > 1]
 
 
-def _chat_rows(messages: List[Dict[str, str]], tokenizer) -> Tuple[List[int], List[int]]:
-    """Token ids of a conversation and, per token, 1 where it belongs to an assistant response."""
+SYSTEM_PROMPTS = ("none", "default")  # data.system_prompt: one of these, or the system text itself
+_PLACEHOLDER = "\u2063transfuse-system\u2063"
+
+
+def with_system_prompt(messages: List[Dict[str, str]], system_prompt: str) -> List[Dict[str, str]]:
+    """The conversation as the template will see it: ``default`` keeps the record's turns (the template
+    adds its own default system prompt where it has one), ``none`` drops system turns (and
+    :func:`render_chat` the template's default), any other text replaces them by one system turn."""
+    if system_prompt == "default":
+        return messages
+    rest = [m for m in messages if m.get("role") != "system"]
+    return rest if system_prompt == "none" else [{"role": "system", "content": system_prompt}] + rest
+
+
+def render_chat(tokenizer, messages: List[Dict[str, str]], *, system_prompt: str = "default",
+                add_generation_prompt: bool = False) -> str:
+    """The chat template's text of ``messages`` under the ``system_prompt`` rule.
+
+    ``none`` with a template that inserts a default system prompt (SmolLM2's, Qwen's): the
+    conversation is rendered behind a placeholder system turn whose rendered block (found by
+    rendering it alone) is then cut off, keeping a BOS token that opens the text."""
+    messages = with_system_prompt(messages, system_prompt)
+    if system_prompt != "none":
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+    block = tokenizer.apply_chat_template([{"role": "system", "content": _PLACEHOLDER}], tokenize=False)
+    full = tokenizer.apply_chat_template([{"role": "system", "content": _PLACEHOLDER}] + messages, tokenize=False,
+                                         add_generation_prompt=add_generation_prompt)
+    if _PLACEHOLDER not in block or not full.startswith(block):
+        raise TransfuseError(
+            "data.system_prompt=none: the chat template does not render a system turn as its own leading block, so "
+            "it cannot be left out; give a template without a default system prompt (data.chat_template: file.jinja)"
+        )
+    rest = full[len(block):]
+    if _PLACEHOLDER in rest:
+        raise TransfuseError("data.system_prompt=none: the chat template repeats the system turn; give a template "
+                             "without a default system prompt (data.chat_template: file.jinja)")
+    bos = getattr(tokenizer, "bos_token", None) or ""
+    # a BOS that opens the whole text (Llama 3's) stays; one that opens every turn is already in ``rest``
+    return (bos if bos and block.startswith(bos) and not rest.lstrip().startswith(bos) else "") + rest
+
+
+def _chat_rows(messages: List[Dict[str, str]], tokenizer, *, system_prompt: str = "default",
+               loss_on: str = "assistant") -> Tuple[List[int], List[int]]:
+    """Token ids of a conversation and, per token, 1 where it counts: in an assistant response
+    (``loss_on="assistant"``) or anywhere (``"all"``)."""
     def ids(text: str) -> List[int]:
         return tokenizer(text, add_special_tokens=False)["input_ids"]
 
     if getattr(tokenizer, "chat_template", None):
-        full = ids(tokenizer.apply_chat_template(messages, tokenize=False))
+        full = ids(render_chat(tokenizer, messages, system_prompt=system_prompt))
+        if loss_on == "all":
+            return full, [1] * len(full)
+        turns = with_system_prompt(messages, system_prompt)
         counted = [0] * len(full)
-        for i, m in enumerate(messages):
+        for i, m in enumerate(turns):
             if m.get("role") != "assistant":
                 continue
-            start = len(ids(tokenizer.apply_chat_template(messages[:i], tokenize=False, add_generation_prompt=True)))
-            end = len(ids(tokenizer.apply_chat_template(messages[: i + 1], tokenize=False)))
+            start = len(ids(render_chat(tokenizer, turns[:i], system_prompt=system_prompt, add_generation_prompt=True)))
+            end = len(ids(render_chat(tokenizer, turns[: i + 1], system_prompt=system_prompt)))
             for j in range(start, min(end, len(full))):
                 counted[j] = 1
         return full, counted
     full, counted = [], []
-    for m in messages:
+    for m in with_system_prompt(messages, system_prompt):
         piece = ids(m["content"] + "\n")
         full += piece
-        counted += [int(m.get("role") == "assistant")] * len(piece)
+        counted += [int(m.get("role") == "assistant" or loss_on == "all")] * len(piece)
     return full, counted
+
+
+def load_chat_template(tokenizer, path: str | None) -> None:
+    """``data.chat_template``: the tokenizer's template replaced by a Jinja file's text (None: the model's own)."""
+    if path is None:
+        return
+    f = Path(path).expanduser()
+    if not f.is_file():
+        raise TransfuseError(f"data.chat_template {path!r} is not a file; give a Jinja chat template file or leave it out")
+    text = f.read_text()
+    try:
+        tokenizer.apply_chat_template([{"role": "user", "content": "x"}], tokenize=False, chat_template=text)
+    except Exception as exc:  # jinja2 syntax or render errors
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise TransfuseError(f"data.chat_template {path!r} does not render a conversation ({first}); fix the Jinja template") from None
+    tokenizer.chat_template = text
 
 
 def _pack_rows(rows: List[Tuple[List[int], List[int]]], seq_len: int):
@@ -213,14 +275,17 @@ def _pack_rows(rows: List[Tuple[List[int], List[int]]], seq_len: int):
     return packed
 
 
-def tokenize_records(records: List[Dict[str, Any]], tokenizer, *, seq_len: int = 128, packing: bool = False) -> TokenDataset:
+def tokenize_records(records: List[Dict[str, Any]], tokenizer, *, seq_len: int = 128, packing: bool = False,
+                     system_prompt: str = "default", loss_on: str = "assistant") -> TokenDataset:
     """Plain text is packed into windows of ``seq_len`` tokens (all counted); each chat record is one
     row, truncated to ``seq_len``, counting only its response tokens.
 
     ``packing``: documents (each text, cut into ``seq_len`` windows, and each chat record) are placed
     one after another in rows of ``seq_len`` with ``position_ids`` restarting per document; given
     position ids and no attention mask, transformers' causal mask keeps attention inside each
-    document (its packed-sequence mask), so a packed row computes what the documents alone would."""
+    document (its packed-sequence mask), so a packed row computes what the documents alone would.
+
+    ``system_prompt`` / ``loss_on``: see :func:`render_chat` and :func:`_chat_rows` (chat records only)."""
     if seq_len < 2:
         raise TransfuseError("seq_len must be at least 2")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
@@ -234,7 +299,7 @@ def tokenize_records(records: List[Dict[str, Any]], tokenizer, *, seq_len: int =
         rows += [(w, [1] * len(w)) for w in _pack_texts(texts, tokenizer, seq_len)] if texts else []
     for r in records:
         if "messages" in r:
-            ids, counted = _chat_rows(r["messages"], tokenizer)
+            ids, counted = _chat_rows(r["messages"], tokenizer, system_prompt=system_prompt, loss_on=loss_on)
             if any(counted[1:seq_len]):
                 rows.append((ids[:seq_len], counted[:seq_len]))
     if not rows:

@@ -26,6 +26,8 @@ class LMTeacherSpec(Strict):
     cache: bool = True  # top-k cache of the teacher over the training data, built once
     cache_dir: str = "~/.cache/transfuse/topk"
     top_k: int = Field(64, gt=0)
+    # how the cache stores the top-k log-probs: float16, or uint8 / uint16 codes with a per-row scale and offset
+    cache_format: Literal["float16", "uint8", "uint16"] = "float16"
     temperature: float = Field(1.0, gt=0)
     # several teachers as one: member folders (`path` each) fused per position by `rule` with `weights`;
     # the first member's tokenizer (every member's must match) builds the data and the student
@@ -54,6 +56,11 @@ class LMDataSpec(Strict):
     padding: Literal["longest", "max_length"] = "longest"
     # pack training documents into rows of seq_len; attention stays inside each document (position ids)
     packing: bool = False
+    # chat records: none (no system turn, not even the template's default) | default (the record's own turns, else
+    # the template's default) | any other text (that system prompt in every record)
+    system_prompt: str = "default"
+    chat_template: Optional[str] = None  # a Jinja file replacing the model's chat template
+    loss_on: Literal["assistant", "all"] = "assistant"  # chat records: tokens that count in the training loss
 
 
 class LMObjectiveSpec(Strict):
@@ -87,12 +94,18 @@ class LMTrainSpec(Strict):
     seed: int = 0
     device: str = "auto"  # auto: a GPU when there is one, else the CPU; or "cpu"
     checkpoint_every: int = Field(0, ge=0)  # steps between checkpoints in <output>/checkpoints (0: each epoch end)
+    log_every: int = Field(10, gt=0)  # steps between rows of <output>/metrics.jsonl (+ TensorBoard) and the bar's values
+    progress: Optional[bool] = None  # the rich progress bar; None: when stderr is a terminal
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"  # the student's autocast (Accelerate); fp16 needs a GPU
+    gradient_checkpointing: bool = False  # the student's decoder layers recompute activations in backward
 
 
 class LMEvalSpec(Strict):
     prompt_tokens: int = Field(16, gt=0)
     new_tokens: int = Field(32, gt=0)
     samples: int = Field(32, gt=0)
+    every: int = Field(0, ge=0)  # steps between held-out evaluations, and one before training (0: at the end only)
+    generations: int = Field(3, ge=0)  # held-out prompts answered greedily by student and teacher in the report
 
 
 class LMConfig(Strict):
@@ -223,19 +236,32 @@ def _ensemble_fingerprint(member_fps: List[str], spec: LMTeacherSpec) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _main_process_first():
+    """Accelerate's main-process-first block when launched with several processes; else nothing."""
+    import contextlib
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return contextlib.nullcontext()
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available()).main_process_first()
+
+
 class Prepared:
     """What several runs of one recipe share: teacher, tokenizer, data, the teacher's signal."""
 
     def __init__(self, cfg: LMConfig, *, log=print) -> None:
         from ..cache.topk import TopKTeacher, build_topk_cache, fingerprint_parts, tokenizer_fingerprint
         from ..signals import as_batch
-        from ..lm.data import TrimmedBatches, load_records, split_records, tokenize_records
+        from ..lm.data import TrimmedBatches, load_chat_template, load_records, split_records, tokenize_records
         from ..lm.models import LMTeacher, load_causal_lm, vocab_size_of
 
         self.cfg = cfg
         t0 = time.perf_counter()
         self.members = _load_ensemble(cfg.teacher) if cfg.teacher.ensemble is not None else None
         self.teacher, self.tokenizer = self.members[0] if self.members else load_causal_lm(cfg.teacher.path)
+        load_chat_template(self.tokenizer, cfg.data.chat_template)
         for p in self.teacher.parameters():
             p.requires_grad_(False)
         self.teacher.eval()
@@ -259,8 +285,11 @@ class Prepared:
         train_recs, eval_recs = split_records(records, held_out=cfg.data.held_out)
         if cfg.data.packing and (cfg.seqkd.enabled or cfg.on_policy.lmbda > 0):
             raise TransfuseError("data.packing works on fixed training text; turn it off with seqkd or on_policy")
-        self.train_data = tokenize_records(train_recs, self.tokenizer, seq_len=cfg.data.seq_len, packing=cfg.data.packing)
-        self.eval_data = tokenize_records(eval_recs, self.tokenizer, seq_len=cfg.data.seq_len)
+        chat = dict(system_prompt=cfg.data.system_prompt)
+        self.train_data = tokenize_records(train_recs, self.tokenizer, seq_len=cfg.data.seq_len, packing=cfg.data.packing,
+                                           loss_on=cfg.data.loss_on, **chat)
+        # held-out perplexity always on the responses (comparable across loss_on; the prompts end where they start)
+        self.eval_data = tokenize_records(eval_recs, self.tokenizer, seq_len=cfg.data.seq_len, **chat)
         if cfg.data.max_train is not None and len(self.train_data) > cfg.data.max_train:
             self.train_data = self.train_data.subset(torch.arange(cfg.data.max_train))
         if len(self.eval_data) > cfg.data.max_eval:
@@ -286,14 +315,14 @@ class Prepared:
         if cfg.teacher.cache:
             parts = fingerprint_parts(teacher=self.teacher_fp, tokenizer=tokenizer_fingerprint(self.tokenizer),
                                       data=self.train_data.fingerprint(), temperature=cfg.teacher.temperature,
-                                      k=cfg.teacher.top_k)
+                                      k=cfg.teacher.top_k, fmt=cfg.teacher.cache_format)
             # allow_padding_rows with a smaller student head: the cache holds the teacher over the common rows only
             rows = self.vocab
             if cfg.allow_padding_rows and cfg.student.path is not None and Path(cfg.student.path, "config.json").is_file():
                 from transformers import AutoConfig
 
                 rows = min(rows, int(getattr(AutoConfig.from_pretrained(cfg.student.path), "vocab_size", rows) or rows))
-            suffix = f"-v{rows}" if rows != self.vocab else ""
+            suffix = (f"-v{rows}" if rows != self.vocab else "") + ("" if cfg.teacher.cache_format == "float16" else f"-{cfg.teacher.cache_format}")
             folder = Path(cfg.teacher.cache_dir).expanduser() / f"{self.teacher_fp}-{parts['data']}-k{cfg.teacher.top_k}{suffix}"
             t0 = time.perf_counter()
             n = len(self.train_data)
@@ -306,9 +335,10 @@ class Prepared:
                 return hf_teacher(input_ids=batch.inputs, attention_mask=None if pos is not None else batch.extra["attention_mask"],
                                   position_ids=pos, use_cache=False).logits[..., :rows]
 
-            self.cache = build_topk_cache(folder, teacher_logits=logits_of, batches=batches, fingerprint=parts,
-                                          k=cfg.teacher.top_k, temperature=cfg.teacher.temperature,
-                                          vocab_size=rows, num_samples=n)
+            with _main_process_first():  # under `accelerate launch` one process builds, the others then read
+                self.cache = build_topk_cache(folder, teacher_logits=logits_of, batches=batches, fingerprint=parts,
+                                              k=cfg.teacher.top_k, temperature=cfg.teacher.temperature,
+                                              vocab_size=rows, num_samples=n, logprob_format=cfg.teacher.cache_format)
             self.cache_seconds = time.perf_counter() - t0
             log(f"top-{cfg.teacher.top_k} teacher cache in {folder} ({self.cache_seconds:.1f} s)")
             self.teacher_source = TopKTeacher(self.cache)
@@ -320,13 +350,37 @@ class Prepared:
         else:
             self.teacher_source = LMTeacher(self.teacher, hidden=cfg.objective.chunked)
 
+    def evaluate(self, model: nn.Module, *, seed: int) -> Dict[str, float]:
+        """Held-out perplexity and the teacher's NLL of the student's sampled continuations (eval.*)."""
+        e = self.cfg.eval
+        return {
+            "held_out_ppl": perplexity(model, self.eval_data),
+            "teacher_nll": teacher_nll(model, self.scorer, self.eval_data, prompt_tokens=e.prompt_tokens,
+                                       new_tokens=e.new_tokens, samples=e.samples, seed=1000 + seed,
+                                       eos_token_id=self.eos, pad_token_id=self.pad),
+        }
+
+    def samples(self, student: nn.Module) -> List[Dict[str, str]]:
+        """Greedy answers of student and teacher to the first ``eval.generations`` held-out prompts."""
+        from ..lm.report import generation_samples
+
+        e = self.cfg.eval
+        if not e.generations or self.members:  # an ensemble has no single model to generate with
+            return []
+        prompts = eval_prompts(self.eval_data, prompt_tokens=e.prompt_tokens, samples=e.generations)
+        return generation_samples({"student": student, "teacher": self.teacher}, self.tokenizer, prompts,
+                                  max_new_tokens=e.new_tokens, pad_token_id=self.pad, eos_token_id=self.eos)
+
     def student(self) -> tuple:
         """A fresh student and its tokenizer (same seed -> same start)."""
         from ..lm.models import check_vocab, load_causal_lm, student_from_teacher
 
         cfg = self.cfg
         if cfg.student.path is not None:
+            from ..lm.data import load_chat_template
+
             student, tok = load_causal_lm(cfg.student.path)
+            load_chat_template(tok, cfg.data.chat_template)  # one template for both (the tokenizer check compares it)
         else:
             student, tok = student_from_teacher(self.teacher, cfg.student.layers), self.tokenizer
         vocab = check_vocab(student, self.teacher, tok, self.tokenizer, allow_padding_rows=cfg.allow_padding_rows)
@@ -349,9 +403,23 @@ class Prepared:
         from ..lm.generate import OnPolicyMixing
         from ..lm.models import CausalLM, vocab_size_of
 
+        from ..lm.metrics import TeacherKL
+
         cfg = self.cfg
+        on_cpu = cfg.train.device == "cpu" or (cfg.train.device == "auto" and not torch.cuda.is_available())
+        if cfg.train.mixed_precision == "fp16" and on_cpu:  # Accelerate would run on in float32 without a word
+            raise TransfuseError("train.mixed_precision=fp16 needs a GPU (the CPU has no fp16 autocast); use bf16 on the CPU")
         torch.manual_seed(seed)
         hf_student, vocab = self.student()
+        if cfg.train.gradient_checkpointing:
+            if not getattr(hf_student, "supports_gradient_checkpointing", False):
+                raise TransfuseError(f"the student ({type(hf_student).__name__}) does not support gradient checkpointing; "
+                                     "set train.gradient_checkpointing=false")
+            # non-reentrant torch.utils.checkpoint: works with inputs that need no gradient and with the chunked loss
+            if hasattr(hf_student, "activation_checkpointing_enable"):  # transformers >= 5.x's name
+                hf_student.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                hf_student.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         # with allow_padding_rows, the larger output layer (student's or teacher's) is cut to the common rows
         cut = vocab if vocab != self.vocab or vocab != vocab_size_of(hf_student) else None
         objective = build_objective(objective_name, objective_params)
@@ -376,24 +444,31 @@ class Prepared:
         def forward(model, batch):  # the student with the packed rows' position ids, when there are any
             return model(batch.inputs, batch.extra.get("attention_mask"), batch.extra.get("position_ids"))
 
+        kl = TeacherKL(student_head=hf_student.get_output_embeddings(), vocab_size=cut,
+                       teacher_head=self.teacher.get_output_embeddings() if chunked and not cfg.teacher.cache else None,
+                       chunk_size=cfg.objective.chunk_size, temperature=cfg.teacher.temperature if cfg.teacher.cache else 1.0)
+        evaluate = (lambda adapter: self.evaluate(adapter.model, seed=seed)) if cfg.eval.every else None
         t0 = time.perf_counter()
         result = train(
             student=student, teacher=teacher, objective=objective, train_loader=loader, epochs=cfg.train.epochs,
             max_steps=cfg.train.max_steps, lr=cfg.train.lr, schedule=cfg.train.schedule,
             warmup_steps=cfg.train.warmup_steps, grad_accum=cfg.train.grad_accum, grad_clip=cfg.train.grad_clip,
-            seed=seed, progress=False, log_every=10**9, output_dir=output, forward=forward, checkpoint_every=cfg.train.checkpoint_every,
-            resume=resume, cpu=cfg.train.device == "cpu" or (cfg.train.device == "auto" and not torch.cuda.is_available()),
+            seed=seed, progress=cfg.train.progress, log_every=cfg.train.log_every, output_dir=output, forward=forward,
+            checkpoint_every=cfg.train.checkpoint_every, resume=resume, mixed_precision=cfg.train.mixed_precision,
+            cpu=on_cpu, evaluate=evaluate, eval_every=cfg.eval.every, step_metrics=kl,
         )
         seconds = time.perf_counter() - t0
         hf_student.eval()
+        if cfg.train.gradient_checkpointing:
+            # the saved model and its evaluation run without it
+            (getattr(hf_student, "activation_checkpointing_disable", None) or hf_student.gradient_checkpointing_disable)()
         metrics = {
             "objective": objective_name, "seed": seed, "steps": result.steps, "train_seconds": round(seconds, 1),
             "final_train_loss": result.history[-1]["train_loss"] if result.history else None,
-            "held_out_ppl": perplexity(hf_student, self.eval_data),
-            "teacher_nll": teacher_nll(hf_student, self.scorer, self.eval_data, prompt_tokens=cfg.eval.prompt_tokens,
-                                       new_tokens=cfg.eval.new_tokens, samples=cfg.eval.samples, seed=1000 + seed,
-                                       eos_token_id=self.eos, pad_token_id=self.pad),
+            **self.evaluate(hf_student, seed=seed),
         }
+        if result.evals:
+            metrics["eval_history"] = result.evals
         if objective_name == "taid":
             inner = getattr(objective, "inner", objective)
             metrics["taid_t"] = float(getattr(inner, "t", float("nan")))
@@ -424,10 +499,11 @@ def _probe_objective(objective, name: str, student, teacher, data, *, cached: bo
         torch.random.set_rng_state(rng)
 
 
-def save_student(model: nn.Module, tokenizer, out: Path, metrics: Dict[str, Any]) -> None:
+def save_student(model: nn.Module, tokenizer, out: Path, metrics: Dict[str, Any],
+                 texts: Optional[Dict[str, str]] = None) -> None:
     """``save_pretrained`` files of the student (no quantization entry: it loads and fine-tunes as a plain
-    float model) + tokenizer, moved into ``out`` from a temp folder; ``metrics.json`` last, the marker
-    of a finished run."""
+    float model) + tokenizer + ``texts`` (file name -> text: the model card, the report), moved into
+    ``out`` from a temp folder; ``metrics.json`` last, the marker of a finished run."""
     import os
     import shutil
     import tempfile
@@ -439,6 +515,8 @@ def save_student(model: nn.Module, tokenizer, out: Path, metrics: Dict[str, Any]
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+        for name, text in (texts or {}).items():
+            (tmp / name).write_text(text)
         for f in tmp.iterdir():
             os.replace(f, out / f.name)
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1))
@@ -461,11 +539,26 @@ def main(cfg: LMConfig, *, resume: bool = False) -> Dict[str, Any]:
         check_output_folder(out, finished="metrics.json", resume=resume, overwrite=cfg.overwrite)
         if cfg.overwrite and not resume and (out / "metrics.json").exists():
             (out / "metrics.json").unlink()  # a killed overwrite run must not look finished
+    from accelerate import PartialState
+
     prepared = Prepared(cfg)
     metrics = prepared.run(cfg.objective.name, cfg.objective.params, seed=cfg.train.seed, output=out, resume=resume)
+    if not PartialState().is_main_process:  # under `accelerate launch`: the main process writes the outputs
+        return metrics
+    samples = prepared.samples(prepared.last_student)
+    metrics["samples"] = samples
     if out is not None:
+        from ..lm.report import model_card, report_markdown
+
         out.mkdir(parents=True, exist_ok=True)
-        save_student(prepared.last_student, prepared.tokenizer, out, metrics)
+        student = cfg.student.path or f"{cfg.student.layers} of the teacher's layers"
+        texts = {
+            "README.md": model_card(cfg, name=out.name, teacher_fp=prepared.teacher_fp, data_fp=prepared.train_data.fingerprint(),
+                                    rows=len(prepared.train_data), tokens=int(prepared.train_data.mask.sum()), metrics=metrics),
+            "report.md": report_markdown(teacher=cfg.teacher.path, student=str(student), objective=cfg.objective.name,
+                                         params=cfg.objective.params, metrics=metrics, samples=samples),
+        }
+        save_student(prepared.last_student, prepared.tokenizer, out, metrics, texts)
     return metrics
 
 
