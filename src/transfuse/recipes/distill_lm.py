@@ -320,19 +320,20 @@ class Prepared:
         else:
             self.teacher_source = LMTeacher(self.teacher, hidden=cfg.objective.chunked)
 
-    def student(self) -> tuple:
-        """A fresh student and its tokenizer (same seed -> same start)."""
+    def student(self, spec: Optional[LMStudentSpec] = None) -> tuple:
+        """A fresh student (``spec``, default the recipe's ``student``) and its vocabulary size (same seed -> same start)."""
         from ..lm.models import check_vocab, load_causal_lm, student_from_teacher
 
         cfg = self.cfg
-        if cfg.student.path is not None:
-            student, tok = load_causal_lm(cfg.student.path)
+        spec = cfg.student if spec is None else spec
+        if spec.path is not None:
+            student, tok = load_causal_lm(spec.path)
         else:
-            student, tok = student_from_teacher(self.teacher, cfg.student.layers), self.tokenizer
+            student, tok = student_from_teacher(self.teacher, spec.layers), self.tokenizer
         vocab = check_vocab(student, self.teacher, tok, self.tokenizer, allow_padding_rows=cfg.allow_padding_rows)
         for p in student.parameters():
             p.requires_grad_(True)
-        if cfg.student.freeze_embeddings:
+        if spec.freeze_embeddings:
             student.get_input_embeddings().weight.requires_grad_(False)
             student.get_output_embeddings().weight.requires_grad_(False)
         return student, vocab
