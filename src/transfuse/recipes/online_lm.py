@@ -19,7 +19,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 
 from ..config import Strict, load_config
 from ..errors import TransfuseError
@@ -52,6 +52,18 @@ class OnlineLMConfig(Strict):
 
     def method_spec(self) -> MethodSpec:
         return MethodSpec(name=self.method) if isinstance(self.method, str) else self.method
+
+    @field_validator("students", mode="before")
+    @classmethod
+    def _lm_students(cls, value: Any) -> Any:
+        """A classifier-style entry ({name: cnn}) gets a sentence on what an LM student is."""
+        known = set(LMStudentSpec.model_fields)
+        for i, spec in enumerate(value if isinstance(value, list) else []):
+            extra = sorted(set(spec) - known) if isinstance(spec, dict) else []
+            if extra or not isinstance(spec, dict):
+                raise ValueError(f"students[{i}] ({spec!r}) is not an LM student: with task: lm each student is "
+                                 "{path: <model folder>} or {layers: <count or list of the teacher's layers>}")
+        return value
 
 
 def check_recipe(cfg: OnlineLMConfig):
