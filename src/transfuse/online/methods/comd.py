@@ -129,7 +129,7 @@ class CoMD(OnlineMethod):
                           output_dir=folder, resume=again, progress=False)
                     if done is not None:
                         tmp = done.with_name(f".{done.name}.tmp")
-                        save_file({k: v.detach().contiguous().cpu() for k, v in student.state_dict().items()}, str(tmp))
+                        save_file({k: v.detach().cpu().clone() for k, v in student.state_dict().items()}, str(tmp))  # clone: tied weights
                         os.replace(tmp, done)
                 record = standing(r, i)
                 pools[i] = everything + record["losing"] * self.hard_repeats  # more of where this student still loses
