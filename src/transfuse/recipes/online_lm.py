@@ -7,7 +7,7 @@ prompts are the training records' prompts as the LM recipe reads them (a chat re
 first response, plain text's first ``prompts.tokens`` tokens). Writes ``student<i>/`` (save_pretrained
 + tokenizer), ``rounds/`` (each round's students; ``--resume`` continues the unfinished round), a report
 (report.md + metrics.json: judge score and win rate per round and student, held-out perplexity per
-round, the final students' teacher NLL) and ``run_config.json`` last. Every check on the input runs
+round and the teacher's NLL of the students' held-out continuations per round) and ``run_config.json`` last. Every check on the input runs
 before anything is written.
 """
 from __future__ import annotations
@@ -160,7 +160,13 @@ def run(cfg: OnlineLMConfig, *, resume: bool = False) -> Dict[str, Any]:
     prepared = _prepare(cfg)
     students = build_students(cfg, prepared)
     prompts = prompts_of(cfg, prepared)
-    ppl = {i: {0: perplexity(s, prepared.eval_data)} for i, s in enumerate(students)}  # held-out ppl per round
+    def held_out(model) -> Dict[str, float]:  # held-out perplexity and teacher NLL of the student's continuations
+        return {"held_out_ppl": perplexity(model, prepared.eval_data),
+                "teacher_nll": teacher_nll(model, prepared.teacher, prepared.eval_data, prompt_tokens=cfg.eval.prompt_tokens,
+                                           new_tokens=cfg.eval.new_tokens, samples=cfg.eval.samples, seed=1000 + cfg.train.seed,
+                                           eos_token_id=prepared.eos, pad_token_id=prepared.pad)}
+
+    ppl = {i: {0: held_out(s)} for i, s in enumerate(students)}  # per round
     # everything is checked: from here on the run writes
     if cfg.overwrite and not resume:
         shutil.rmtree(out / "rounds", ignore_errors=True)
@@ -171,20 +177,18 @@ def run(cfg: OnlineLMConfig, *, resume: bool = False) -> Dict[str, Any]:
         probe = copy.deepcopy(final)
         for r in range(1, method.rounds + 1):
             probe.load_state_dict(load_file(str(out / "rounds" / f"round{r}" / f"student{i}.safetensors")))
-            ppl[i][r] = perplexity(probe, prepared.eval_data)
+            ppl[i][r] = held_out(probe)
     curves = {f"student{i}": [{"round": h["round"], "judge_score": h["judge_score"], "teacher_score": h["teacher_score"],
-                                "win_rate": h["win_rate"], "pool": h["pool"], "held_out_ppl": ppl[i][h["round"]]}
+                                "win_rate": h["win_rate"], "pool": h["pool"], **ppl[i][h["round"]]}
                                for h in result.history if h["student"] == i] for i in range(len(students))}
     rows = []
     for i, model in enumerate(result.students):
         last = curves[f"student{i}"][-1]
-        nll = teacher_nll(model, prepared.teacher, prepared.eval_data, prompt_tokens=cfg.eval.prompt_tokens,
-                          new_tokens=cfg.eval.new_tokens, samples=cfg.eval.samples, seed=1000 + cfg.train.seed,
-                          eos_token_id=prepared.eos, pad_token_id=prepared.pad)
         rows.append({"run": f"student{i}", "model": cfg.students[i].path or f"teacher layers {cfg.students[i].layers}",
                      "judge_score": last["judge_score"], "start_judge_score": curves[f"student{i}"][0]["judge_score"],
                      "win_rate": last["win_rate"], "held_out_ppl": last["held_out_ppl"],
-                     "start_held_out_ppl": ppl[i][0], "teacher_nll": nll,
+                     "start_held_out_ppl": ppl[i][0]["held_out_ppl"], "teacher_nll": last["teacher_nll"],
+                     "start_teacher_nll": ppl[i][0]["teacher_nll"],
                      "parameters": sum(p.numel() for p in model.parameters())})
     rows.append({"run": "teacher", "model": cfg.teacher.path, "judge_score": result.history[0]["teacher_score"],
                  "held_out_ppl": perplexity(prepared.teacher, prepared.eval_data),

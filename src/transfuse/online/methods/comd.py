@@ -22,6 +22,7 @@ round and student: its mean judge score on all prompts and its win rate, which r
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -131,6 +132,7 @@ class CoMD(OnlineMethod):
                         tmp = done.with_name(f".{done.name}.tmp")
                         save_file({k: v.detach().cpu().clone() for k, v in student.state_dict().items()}, str(tmp))  # clone: tied weights
                         os.replace(tmp, done)
+                        shutil.rmtree(folder / "checkpoints", ignore_errors=True)  # the round is saved: resume loads `done`
                 record = standing(r, i)
                 pools[i] = everything + record["losing"] * self.hard_repeats  # more of where this student still loses
                 history.append({**record, "pool": len(pool)})
