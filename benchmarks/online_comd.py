@@ -19,6 +19,7 @@ Prints a Markdown table.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import time
 from pathlib import Path
@@ -48,8 +49,6 @@ def main() -> None:
         t0 = time.perf_counter()
         run(cfg)
         seconds = time.perf_counter() - t0
-        import json
-
         curves = json.loads((out / "report" / "metrics.json").read_text())["curves"]
         for student, points in curves.items():
             for p in points:

@@ -77,7 +77,7 @@ class CoMD(OnlineMethod):
         """Competitive rounds for Hugging Face causal-LM ``students`` (sharing ``teacher``'s vocabulary) on token-id ``prompts``.
 
         judge: the model that scores answers (default the teacher). output_dir: each round's
-        students (``round<r>/student<i>.safetensors``) and each training run's checkpoints; with
+        students (``round<r>/student<i>.safetensors``) and each training run's checkpoints (deleted once its round is saved); with
         ``resume``, finished rounds are loaded and the unfinished run continues from its checkpoint.
         """
         from ...distill.loop import make_loader, train
