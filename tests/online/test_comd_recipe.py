@@ -41,6 +41,7 @@ def _recipe(tmp_path, **changes):
     return path
 
 
+@pytest.mark.slow  # two CLI runs, 16-22 s on the shared machine; already tiny, so the same under TRANSFUSE_CI_SMALL
 def test_comd_recipe_end_to_end_and_resume(run_cli, tmp_path):
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
