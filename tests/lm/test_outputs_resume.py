@@ -156,3 +156,19 @@ def test_killed_lm_run_resumes_to_the_same_weights(tmp_path):
     t = [float(ckpt.read_checkpoint(ckpt.latest_checkpoint(p / "checkpoints"), ("objective",))["objective"]["inner.t"])
          for p in (tmp_path / "ref", out)]
     assert t[0] == t[1] == pytest.approx(0.4 + 0.6 * 12 / 14)
+
+
+def test_checkpoint_of_a_tied_model_saves_and_loads(tmp_path):
+    """SmolLM2 ties its embeddings and lm_head: a checkpoint of its state must not hit safetensors' shared-memory refusal."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from transfuse.distill.checkpoint import load_state, save_state
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=40, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=True))
+    state = model.state_dict()
+    assert state["lm_head.weight"].data_ptr() == state["model.embed_tokens.weight"].data_ptr()
+    save_state(tmp_path, "student", state)
+    back = load_state(tmp_path, "student")
+    assert set(back) == set(state) and all(torch.equal(back[k], state[k]) for k in state)

@@ -71,6 +71,11 @@ def save_state(folder: Path, name: str, state: Any) -> None:
     """Write a nested state (e.g. optimizer.state_dict()) as name.safetensors + name.json."""
     tensors: Dict[str, torch.Tensor] = {}
     skeleton = _split_tensors(state, "", tensors)
+    seen = set()
+    for key, t in tensors.items():  # tied weights (SmolLM2's embeddings / lm_head): safetensors refuses shared memory
+        if t.numel() and t.untyped_storage().data_ptr() in seen:
+            tensors[key] = t.clone()
+        seen.add(t.untyped_storage().data_ptr())
     save_file(tensors, str(folder / f"{name}.safetensors"))
     (folder / f"{name}.json").write_text(json.dumps(skeleton))
 

@@ -176,7 +176,7 @@ def write_report(
         bins_by_run[run] = b
     with atomic_folder(folder) as tmp:
         files = []
-        if any(curves.values()):
+        if any("loss" in k or "acc" in k for points in curves.values() for p in points for k in p):  # else an empty plot
             _plot_curves(tmp / "learning_curves.png", curves, title)
             files.append("learning_curves.png")
         if bins_by_run:

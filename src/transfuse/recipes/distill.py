@@ -542,11 +542,15 @@ def main(recipe: str | Path, overrides: List[str], *, resume: bool = False) -> D
     from .._console import console
 
     path = resolve_recipe(recipe)
+    task = _task(path, overrides)
+    if _lists_students(path) and task == "lm":
+        from .online_lm import main as online_lm_main
+
+        return online_lm_main(path, overrides, resume=resume)
     if _lists_students(path):
         from .online import main as online_main
 
         return online_main(path, overrides, resume=resume)
-    task = _task(path, overrides)
     if task == "lm":
         from .distill_lm import run_recipe
 

@@ -371,22 +371,23 @@ class Prepared:
         return generation_samples({"student": student, "teacher": self.teacher}, self.tokenizer, prompts,
                                   max_new_tokens=e.new_tokens, pad_token_id=self.pad, eos_token_id=self.eos)
 
-    def student(self) -> tuple:
-        """A fresh student and its tokenizer (same seed -> same start)."""
+    def student(self, spec: Optional[LMStudentSpec] = None) -> tuple:
+        """A fresh student (``spec``, default the recipe's ``student``) and its vocabulary size (same seed -> same start)."""
         from ..lm.models import check_vocab, load_causal_lm, student_from_teacher
 
         cfg = self.cfg
-        if cfg.student.path is not None:
+        spec = cfg.student if spec is None else spec
+        if spec.path is not None:
             from ..lm.data import load_chat_template
 
-            student, tok = load_causal_lm(cfg.student.path)
+            student, tok = load_causal_lm(spec.path)
             load_chat_template(tok, cfg.data.chat_template)  # one template for both (the tokenizer check compares it)
         else:
-            student, tok = student_from_teacher(self.teacher, cfg.student.layers), self.tokenizer
+            student, tok = student_from_teacher(self.teacher, spec.layers), self.tokenizer
         vocab = check_vocab(student, self.teacher, tok, self.tokenizer, allow_padding_rows=cfg.allow_padding_rows)
         for p in student.parameters():
             p.requires_grad_(True)
-        if cfg.student.freeze_embeddings:
+        if spec.freeze_embeddings:
             student.get_input_embeddings().weight.requires_grad_(False)
             student.get_output_embeddings().weight.requires_grad_(False)
         return student, vocab

@@ -58,14 +58,14 @@ def check_recipe(cfg: OnlineConfig):
     if cfg.task != "classify":
         raise TransfuseError(
             f"`students:` recipes train classifiers (task: classify); got task {cfg.task!r}. "
-            "CoMD's LM rounds run from Python: transfuse.online.methods.comd.run_comd"
+            "causal-LM students (method: comd) take task: lm"
         )
     spec = cfg.method_spec()
     method = build_method(spec.name, spec.params)
     if method.kind == "rounds":
         raise TransfuseError(
             f"online method {spec.name!r} trains causal LMs in rounds and is not a classifier recipe; "
-            "run it from Python (transfuse.online.methods.comd.run_comd)"
+            "set task: lm and list LM students (see the online_comd recipe)"
         )
     method.check(len(cfg.students))
     if cfg.shared_optimizer and any(s.lr is not None for s in cfg.students):

@@ -22,6 +22,7 @@ round and student: its mean judge score on all prompts and its win rate, which r
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -76,7 +77,7 @@ class CoMD(OnlineMethod):
         """Competitive rounds for Hugging Face causal-LM ``students`` (sharing ``teacher``'s vocabulary) on token-id ``prompts``.
 
         judge: the model that scores answers (default the teacher). output_dir: each round's
-        students (``round<r>/student<i>.safetensors``) and each training run's checkpoints; with
+        students (``round<r>/student<i>.safetensors``) and each training run's checkpoints (deleted once its round is saved); with
         ``resume``, finished rounds are loaded and the unfinished run continues from its checkpoint.
         """
         from ...distill.loop import make_loader, train
@@ -129,8 +130,9 @@ class CoMD(OnlineMethod):
                           output_dir=folder, resume=again, progress=False)
                     if done is not None:
                         tmp = done.with_name(f".{done.name}.tmp")
-                        save_file({k: v.detach().contiguous().cpu() for k, v in student.state_dict().items()}, str(tmp))
+                        save_file({k: v.detach().cpu().clone() for k, v in student.state_dict().items()}, str(tmp))  # clone: tied weights
                         os.replace(tmp, done)
+                        shutil.rmtree(folder / "checkpoints", ignore_errors=True)  # the round is saved: resume loads `done`
                 record = standing(r, i)
                 pools[i] = everything + record["losing"] * self.hard_repeats  # more of where this student still loses
                 history.append({**record, "pool": len(pool)})
