@@ -55,8 +55,18 @@ def _same_state(a, b):
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Ray runs a 1-CPU actor's torch on one thread (OMP_NUM_THREADS=1); in-process runs compared with it
+    bit for bit must too, or their float reductions differ in the last bit on a multi-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.slow
-def test_flower_simulation_resumes_knfu_to_the_inprocess_weights(tmp_path, monkeypatch):
+def test_flower_simulation_resumes_knfu_to_the_inprocess_weights(tmp_path, monkeypatch, one_torch_thread):
     """Rounds 1 in process, checkpointed; rounds 2-3 under run_simulation from that checkpoint: KnFu's
     targets go from the checkpoint to clients the strategy does not know yet (round 2), then to known
     ones (round 3); client 1 crashes in round 3 on both engines and is dropped; the final weights
