@@ -11,6 +11,8 @@ the papers' defaults. Fisher and RegMean statistics come from 256 validation sam
 Twin's router is trained on the same validation samples (task id labels).
 
     python benchmarks/merge_quality.py --seeds 0 1 2   # about 3-5 CPU minutes per seed
+    python benchmarks/merge_quality.py --family overlap --methods linear,task_arithmetic,ties,pcb --seeds 0 1 2
+      # three Fashion-MNIST label sets (0-5, 2-7, 4-9) instead of three data sets; only the listed merges
 """
 from __future__ import annotations
 
