@@ -11,6 +11,8 @@ the papers' defaults. Fisher and RegMean statistics come from 256 validation sam
 Twin's router is trained on the same validation samples (task id labels).
 
     python benchmarks/merge_quality.py --seeds 0 1 2   # about 3-5 CPU minutes per seed
+    python benchmarks/merge_quality.py --family overlap --methods linear,task_arithmetic,ties,pcb --seeds 0 1 2
+      # three Fashion-MNIST label sets (0-5, 2-7, 4-9) instead of three data sets; only the listed merges
 """
 from __future__ import annotations
 
@@ -88,6 +90,9 @@ def main() -> None:
     ap.add_argument("--small", action="store_true", help="tiny sizes (tests)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="one whole run (pretraining, fine-tunes, merges) per seed")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--family", choices=("datasets", "overlap"), default="datasets",
+                    help="datasets: Fashion/MNIST/digits; overlap: Fashion-MNIST label sets 0-5, 2-7, 4-9")
+    ap.add_argument("--methods", default="", help="comma-separated subset of the merge grid (default: all, and twin)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     t0 = time.time()
@@ -104,8 +109,9 @@ def summarize(runs: list) -> None:
     import statistics
 
     print(f"\nover seeds {[r['seed'] for r in runs]}:")
-    print("| method | fashion | mnist | digits | mean | min-max of mean over seeds |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    tasks = list(next(iter(runs[0]["rows"].values())))
+    print("| method | " + " | ".join(tasks) + " | mean |  min-max of mean over seeds |")
+    print("| --- | " + " | ".join("---" for _ in tasks) + " | --- | --- |")
     order = sorted(runs[0]["rows"], key=lambda m: -statistics.mean(sum(r["rows"][m].values()) / 3 for r in runs))
     for m in order:
         per = {n: statistics.mean(r["rows"][m][n] for r in runs) for n in runs[0]["rows"][m]}
@@ -115,15 +121,8 @@ def summarize(runs: list) -> None:
         print(f"chosen for {m}: " + "; ".join(json.dumps(r["chosen"][m]) for r in runs))
 
 
-def run_seed(args, seed: int) -> dict:
-    print(f"== seed {seed}", flush=True)
-    work = Path(args.work)
-    if work.exists():
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
-    gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    n_train = 600 if args.small else 5000
+def three_datasets(args, n_train: int) -> dict:
+    """The default family: three data sets (Fashion-MNIST, MNIST-5k, digits), nearly orthogonal task vectors."""
     tasks = {
         "fashion": datasets.get("fashion_mnist")(train_size=n_train + 500, test_size=400 if args.small else 2000),
         "mnist": datasets.get("mnist5k")(),
@@ -136,6 +135,40 @@ def run_seed(args, seed: int) -> dict:
         ntr = min(len(x) - nval, n_train)
         data[name] = {"train": (x[:ntr], y[:ntr]), "val": (x[ntr : ntr + nval], y[ntr : ntr + nval]),
                       "test": (d.test.inputs.float(), d.test.labels)}
+    return data
+
+
+# --family overlap: three tasks on Fashion-MNIST with overlapping label sets (each class in 1-3 tasks),
+# so the task vectors share directions (the setting where TIES / PCB's conflict handling should matter)
+OVERLAP = {"fash_0-5": range(0, 6), "fash_2-7": range(2, 8), "fash_4-9": range(4, 10)}
+
+
+def overlap_tasks(args, n_train: int) -> dict:
+    """Each task: its own third of a Fashion-MNIST pool, restricted to its label set (10-way head)."""
+    per = n_train + 500
+    d = datasets.get("fashion_mnist")(train_size=3 * per, test_size=400 if args.small else 3000)
+    x, y = d.train.inputs.float(), d.train.labels
+    nval = 100 if args.small else 500
+    data = {}
+    for i, (name, classes) in enumerate(OVERLAP.items()):
+        keep = torch.isin(y[i * per : (i + 1) * per], torch.tensor(list(classes)))
+        xs, ys = x[i * per : (i + 1) * per][keep], y[i * per : (i + 1) * per][keep]
+        tkeep = torch.isin(d.test.labels, torch.tensor(list(classes)))
+        data[name] = {"train": (xs[nval:], ys[nval:]), "val": (xs[:nval], ys[:nval]),
+                      "test": (d.test.inputs.float()[tkeep], d.test.labels[tkeep])}
+    return data
+
+
+def run_seed(args, seed: int) -> dict:
+    print(f"== seed {seed}", flush=True)
+    work = Path(args.work)
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    n_train = 600 if args.small else 5000
+    data = overlap_tasks(args, n_train) if args.family == "overlap" else three_datasets(args, n_train)
     # 1. shared start: rotation prediction on unlabelled images of all tasks
     pre_x = torch.cat([data[n]["train"][0][: (500 if args.small else 2000)] for n in data])
     rot = torch.randint(0, 4, (len(pre_x),), generator=gen)
@@ -203,6 +236,8 @@ def run_seed(args, seed: int) -> dict:
         "fisher": [{}],
         "regmean": [{"alpha": 0.9}],
     }
+    if args.methods:
+        grid = {k: v for k, v in grid.items() if k in args.methods.split(",")}
     rows = {"fine-tuned (each task its own model)": {n: 1.0 for n in names}}
     base_acc = evaluate(base, "test")
     chosen = {}
@@ -223,6 +258,9 @@ def run_seed(args, seed: int) -> dict:
         rows[label] = {n: test[n] / ft_acc[n] for n in names}
         print(f"{label:16} {best[1]} -> " + " ".join(f"{n} {rows[label][n]:.3f}" for n in names), flush=True)
 
+    rows["shared start (base trunk + task heads)"] = {n: base_acc[n] / ft_acc[n] for n in names}
+    if args.methods and "twin" not in args.methods.split(","):
+        return finish(seed, rows, names, ft_acc, chosen, {})
     # Twin: shared (task arithmetic 0.3) + rank-10% exclusive experts + router on validation samples
     out = run("twin", {"shared_scale": 0.3, "rank_ratio": 0.1})
     from safetensors.torch import load_file
@@ -246,8 +284,10 @@ def run_seed(args, seed: int) -> dict:
     test = evaluate(twin_acc, "test")
     rows["twin"] = {n: test[n] / ft_acc[n] for n in names}
     print(f"twin             router accuracy {route_acc} -> " + " ".join(f"{n} {rows['twin'][n]:.3f}" for n in names), flush=True)
-    rows["shared start (base trunk + task heads)"] = {n: base_acc[n] / ft_acc[n] for n in names}
+    return finish(seed, rows, names, ft_acc, chosen, route_acc)
 
+
+def finish(seed, rows, names, ft_acc, chosen, route_acc) -> dict:
     print()
     print("| method | " + " | ".join(names) + " | mean |")
     print("| --- | " + " | ".join("---" for _ in names) + " | --- |")

@@ -186,11 +186,13 @@ class LookupTeacher:
 # ------------------------------------------------------------------------------------------ one run
 def run_one(objective_name: str, params: dict, *, train_set: IndexedTensors, teacher: Optional[nn.Module], lookup: Optional[LookupTeacher],
             epochs: int, seed: int, student_init: Optional[dict] = None, hidden: int = 32,
-            self_teacher: Optional[dict] = None, held_out: int = 0) -> tuple[nn.Module, float, Any]:
+            self_teacher: Optional[dict] = None, held_out: int = 0, student_spec: Optional[tuple] = None) -> tuple[nn.Module, float, Any]:
     """self_teacher: SelfTeacher params (the CNN is not used); held_out: labelled images given to the
-    objective through ``hold_out`` and removed from its training split (same seed as the run)."""
+    objective through ``hold_out`` and removed from its training split (same seed as the run);
+    student_spec: (registry name, params) of another student than the MLP 784-hidden-10."""
     torch.manual_seed(seed)
-    student = build_model("mlp", {"hidden": [hidden]}, in_shape=(1, 28, 28), num_classes=10)
+    name, spec = student_spec or ("mlp", {"hidden": [hidden]})
+    student = build_model(name, spec, in_shape=(1, 28, 28), num_classes=10)
     if student_init is not None:
         student.load_state_dict(student_init)
     objective = build_objective(objective_name, params)
