@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from process_helpers import free_port
 import torch
 from safetensors.torch import load_file
 from torch import nn
@@ -43,20 +44,12 @@ def test_grad_accumulation_matches_one_big_batch(tmp_path):
     assert _max_diff(a, initial) > 1e-2
 
 
-def _free_port():
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_processes_match_one_process(tmp_path):
     # `accelerate launch --cpu` starts several CPU processes only through mpirun; `--multi_gpu` on a
     # machine without a GPU starts them with torch.distributed (gloo), which is what this test needs.
     accelerate = Path(sys.executable).parent / "accelerate"
     launcher = (str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-                "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()))
+                "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()))
     single = _run_script(tmp_path / "one.st", 64, 1)
     assert single.returncode == 0, single.stderr
     two = _run_script(tmp_path / "two.st", 64, 1, launcher=launcher)
@@ -200,7 +193,7 @@ def test_token_loss_is_normalised_globally_across_processes_and_micro_batches(tm
     weights = {}
     for name, (cmd, batch, accum) in runs.items():
         # a port picked only now: one picked up front can be taken by the previous run's connections
-        cmd = [str(_free_port()) if part == "PORT" else part for part in cmd]
+        cmd = [str(free_port()) if part == "PORT" else part for part in cmd]
         proc = subprocess.run([*cmd, str(tmp_path / f"{name}.st"), str(batch), str(accum)], capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert ("world=2" if name.startswith("two") else "world=1") in proc.stdout

@@ -1,11 +1,9 @@
 """kill -9 in the middle of a run, then resume: the same final weights as an uninterrupted run."""
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
+from process_helpers import kill_at_checkpoint
 from safetensors.torch import load_file
 
 SCRIPT = Path(__file__).parent / "_train_script.py"
@@ -22,15 +20,7 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
 
     run_dir = tmp_path / "run"
     proc = subprocess.Popen(_cmd(tmp_path / "killed.st", run_dir, False, 0.3), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    latest = run_dir / "checkpoints" / "latest"
-    deadline = time.time() + 120
-    while time.time() < deadline:  # wait for the second checkpoint (step 6: mid-epoch of epoch 2)
-        if latest.exists() and latest.read_text().strip() >= "ckpt-00000006":
-            break
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    kill_at_checkpoint(proc, run_dir, 6)  # the second checkpoint (step 6: mid-epoch of epoch 2)
     assert not (tmp_path / "killed.st").exists(), "the run finished before it was killed; the test proves nothing"
 
     resumed = subprocess.run(_cmd(tmp_path / "resumed.st", run_dir, True, 0), capture_output=True, text=True)

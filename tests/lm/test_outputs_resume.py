@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from process_helpers import kill_at_checkpoint
 import torch
 from safetensors.torch import load_file
 
@@ -132,15 +131,7 @@ def test_killed_lm_run_resumes_to_the_same_weights(tmp_path):
 
     out = tmp_path / "run"
     proc = _run(tmp_path, out, 0.5)
-    latest = out / "checkpoints" / "latest"
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if latest.exists() and latest.read_text().strip() >= "ckpt-00000008":
-            break
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    kill_at_checkpoint(proc, out, 8, timeout=300)
     assert not (out / "metrics.json").exists(), "the run finished before it was killed; the test proves nothing"
 
     resumed = _run(tmp_path, out, 0, "--resume")

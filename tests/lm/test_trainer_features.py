@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from process_helpers import free_port
 import torch
 from safetensors.torch import load_file
 
@@ -221,12 +221,6 @@ def test_fp16_on_the_cpu_is_refused(tmp_path):
     assert not (tmp_path / "out" / "metrics.json").exists()
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_processes_match_one_process(tmp_path):
     """accelerate launch with 2 CPU processes (gloo) gives the weights of one process with the same global batch."""
@@ -234,7 +228,7 @@ def test_two_processes_match_one_process(tmp_path):
     env = {**os.environ, "PYTHONPATH": f"{HERE.parents[1] / 'src'}:{HERE}", "OMP_NUM_THREADS": "1"}
     accelerate = Path(sys.executable).parent / "accelerate"
     launcher = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-                "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port())]
+                "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port())]
 
     def run(cmd, out, batch, accum, work="work"):
         proc = subprocess.run([*cmd, str(script), str(tmp_path / work), str(tmp_path / out), str(batch), str(accum)],

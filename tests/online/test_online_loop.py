@@ -1,14 +1,12 @@
 """The multi-student loop: kill -9 and resume gives the uninterrupted run's weights, two processes
 give one process's, one shared optimizer equals one optimizer per student, peers are detached."""
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from process_helpers import free_port, kill_at_checkpoint
 import torch
 from safetensors.torch import load_file
 
@@ -35,15 +33,7 @@ def test_killed_online_run_resumes_to_the_same_weights(tmp_path, method):
     run_dir = tmp_path / "run"
     # batch 32, accumulation 2: 4 steps an epoch, 3 epochs; a checkpoint every 3 steps (mid-epoch)
     proc = subprocess.Popen(_cmd(tmp_path / "killed.st", method, run_dir, 3, sleep=0.3), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    latest = run_dir / "checkpoints" / "latest"
-    deadline = time.time() + 120
-    while time.time() < deadline:  # the second checkpoint: step 6, in the middle of epoch 2
-        if latest.exists() and latest.read_text().strip() >= "ckpt-00000006":
-            break
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    kill_at_checkpoint(proc, run_dir, 6)  # the second checkpoint: step 6, in the middle of epoch 2
     assert not (tmp_path / "killed.st").exists(), "the run finished before it was killed; the test proves nothing"
     resumed = subprocess.run(_cmd(tmp_path / "resumed.st", method, run_dir, 3, resume=True), capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
@@ -57,17 +47,11 @@ def test_killed_online_run_resumes_to_the_same_weights(tmp_path, method):
     assert not list((run_dir / "checkpoints").glob(".tmp-*"))
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_processes_match_one_process(tmp_path):
     accelerate = Path(sys.executable).parent / "accelerate"
     launcher = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-                "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port())]
+                "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port())]
     env = {**os.environ, "ONLINE_ALL_LABELLED": "1"}
     one = subprocess.run(_cmd(tmp_path / "one.st", "dml", batch=64, accum=1), capture_output=True, text=True, env=env)
     assert one.returncode == 0, one.stderr[-2000:]
