@@ -159,7 +159,7 @@ def run(cfg: OnlineConfig, *, resume: bool = False) -> Dict[str, Any]:
         save_student(model, out / f"student{i}", cfg.students[i].model_dump())  # student<i>/student.safetensors
     write_report(out / "report", rows=[{**r, "model": _model_name(cfg, r["run"])} for r in rows], curves=curves,
                  reliability=reliability, title=f"transfuse online: {cfg.method_spec().name}", bins=cfg.eval.bins)
-    _write_config(out, cfg)
+    write_finished(out, cfg)
     return metrics
 
 
@@ -169,7 +169,8 @@ def _model_name(cfg: OnlineConfig, run: str) -> str:
     return cfg.students[int(run[len("student"):])].name
 
 
-def _write_config(out: Path, cfg: OnlineConfig) -> None:
+def write_finished(out: Path, cfg: Any) -> None:
+    """The recipe as run, as ``out/run_config.json``: written last and atomically, it marks the run finished."""
     import json
     import os
 

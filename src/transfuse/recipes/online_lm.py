@@ -13,8 +13,6 @@ before anything is written.
 from __future__ import annotations
 
 import copy
-import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any, Dict, List
@@ -24,9 +22,8 @@ from pydantic import AliasChoices, Field, field_validator
 from ..config import Strict, load_config
 from ..errors import TransfuseError
 from .distill_lm import LMDataSpec, LMEvalSpec, LMStudentSpec, LMTeacherSpec
-from .online import MethodSpec
+from .online import FINISHED, MethodSpec, write_finished
 
-FINISHED = "run_config.json"  # written last
 
 
 class PromptSpec(Strict):
@@ -199,9 +196,7 @@ def run(cfg: OnlineLMConfig, *, resume: bool = False) -> Dict[str, Any]:
         folder.mkdir(parents=True, exist_ok=True)
         save_student(model, prepared.tokenizer, folder, metrics[f"student{i}"])  # save_pretrained + metrics.json
     write_report(out / "report", rows=rows, curves=curves, reliability={}, title=f"transfuse online LM: {cfg.method_spec().name}")
-    tmp = out / f".{FINISHED}.tmp"
-    tmp.write_text(json.dumps(cfg.model_dump(), indent=2))
-    os.replace(tmp, out / FINISHED)
+    write_finished(out, cfg)
     return metrics
 
 
