@@ -15,4 +15,17 @@ def seed_everything(seed: int) -> None:
     """
     random.seed(seed)
     np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+    seed_torch(seed)
+
+
+def seed_torch(seed: int) -> None:
+    """``torch.manual_seed``, less its cost on a machine with no accelerator.
+
+    torch.manual_seed also queues a lazy seeding of CUDA, XPU and MTIA, each recording a stack
+    trace (~0.07 ms per call here, a tenth of a tiny student's step); where torch finds no
+    accelerator none of them can ever be initialised, so seeding the CPU generator is the same.
+    """
+    if torch.accelerator.is_available() or torch.backends.mps.is_available():
+        torch.manual_seed(seed)
+    else:
+        torch.default_generator.manual_seed(seed)

@@ -32,6 +32,8 @@ class IndexedTensors(Dataset):
         self.inputs = inputs
         self.labels = labels.long()
         self.index = torch.arange(len(inputs)) if index is None else index.long()
+        # ids equal to positions (a whole data set, not a subset): a batch's ids are its positions
+        self._ids_are_positions = index is None or bool(torch.equal(self.index, torch.arange(len(inputs))))
 
     def __len__(self) -> int:
         return len(self.inputs)
@@ -43,8 +45,8 @@ class IndexedTensors(Dataset):
         # index_select copies whole rows; advanced indexing (inputs[idx]) goes through the generic
         # gather kernel, about 3x slower for a batch of 128 images on one CPU thread. Same values.
         idx = torch.as_tensor(indices, dtype=torch.long)
-        return {"inputs": self.inputs.index_select(0, idx), "labels": self.labels.index_select(0, idx),
-                "index": self.index.index_select(0, idx)}
+        ids = idx if self._ids_are_positions else self.index.index_select(0, idx)  # (B,), read only
+        return {"inputs": self.inputs.index_select(0, idx), "labels": self.labels.index_select(0, idx), "index": ids}
 
     def subset(self, positions: Tensor) -> "IndexedTensors":
         return IndexedTensors(self.inputs[positions], self.labels[positions], self.index[positions])

@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Sampler
 from ..errors import TransfuseError
 from ..objectives import Objective
 from ..objectives._features import capture
+from ..seeding import seed_torch
 from ..signals import Batch, Outputs, as_batch, as_outputs
 from . import checkpoint as ckpt
 from .schedule import make_scheduler
@@ -246,11 +247,24 @@ def next_window(micro_batches: Iterator[Any], grad_accum: int) -> List[Batch]:
     return [as_batch(b) for _, b in zip(range(grad_accum), micro_batches)]
 
 
+_NO_CONTEXT = contextlib.nullcontext()  # reusable: entering it does nothing
+
+
+def count_correct(pairs: List[tuple]) -> tuple:
+    """(correct, labelled) over (predicted (B,), labels (B,)) pairs, labels -1 unlabelled: one count for all."""
+    if not pairs:
+        return 0, 0
+    predicted, labels = (torch.cat(t) for t in zip(*pairs)) if len(pairs) > 1 else pairs[0]  # (N,), (N,)
+    known = labels >= 0
+    return int(((predicted == labels) & known).sum()), int(known.sum())
+
+
 class StepStats:
     """What one optimizer step reports: its loss (unit-weighted over the window) and counts.
 
-    Read lazily: a step keeps its micro-batches' losses and counts as tensors, and they become
-    Python numbers when first read (``loss``, ``correct``, ``labelled``): the loop reads them at a
+    Read lazily: a step keeps its micro-batches' losses and predicted classes as tensors, and they
+    become Python numbers when first read (``loss``, ``correct``, ``labelled``; the loop counts the
+    predictions of all the steps it reads at once, ``_sum_steps``): the loop reads them at a
     log line, an epoch's end, a checkpoint, or every step only where something needs it (a progress
     bar, an objective that adapts to the loss), so a step does not wait on a device-to-host copy.
     Reading ``loss`` raises the "loss became nan" error of the step it belongs to.
@@ -260,7 +274,7 @@ class StepStats:
         self._loss, self._correct, self._labelled, self.samples = loss, correct, labelled, samples
         self.step, self.epoch = step, epoch
         self._losses: List[tuple] = []  # (loss (), units, local units) per micro-batch, not yet read
-        self._counts: List[tuple] = []  # (correct (), labelled ()) per micro-batch, not yet read
+        self._counts: List[tuple] = []  # (predicted (B,), labels (B,)) per micro-batch, not yet counted
         self.tokens = 0  # attended input tokens (token-level batches: those with a mask), for tokens/s
         self.metrics: Dict[str, float] = {}  # ``measure``'s values, unit-weighted over the window
 
@@ -272,8 +286,9 @@ class StepStats:
         self._losses.clear()
         self._loss = value
 
-    def add_counts(self, correct: Tensor, labelled: Tensor) -> None:
-        self._counts.append((correct, labelled))
+    def add_predictions(self, predicted: Tensor, labels: Tensor) -> None:
+        """A micro-batch's predicted classes (B,) and labels (B,), -1 unlabelled: counted when first read."""
+        self._counts.append((predicted, labels))
 
     @property
     def loss(self) -> float:
@@ -289,10 +304,18 @@ class StepStats:
         return self._loss
 
     def _read_counts(self) -> None:
-        for correct, labelled in self._counts:
-            self._correct += int(correct)
-            self._labelled += int(labelled)
-        self._counts.clear()
+        correct, labelled = count_correct(self.take_predictions())
+        self._correct, self._labelled = self._correct + correct, self._labelled + labelled
+
+    def take_predictions(self) -> List[tuple]:
+        """The (predicted, labels) pairs not counted yet, moved out (the caller counts them)."""
+        pairs, self._counts = self._counts, []
+        return pairs
+
+    @property
+    def counted(self) -> tuple:
+        """(correct, labelled) of the predictions counted so far (none read)."""
+        return self._correct, self._labelled
 
     @property
     def correct(self) -> int:
@@ -355,6 +378,7 @@ class Learner:
         objective.bind(student, teacher=getattr(teacher, "model", None))
         student.train()
         self.accelerator, self.teacher, self.objective = accelerator, teacher, objective
+        self.num_processes = accelerator.num_processes  # (a property that walks Accelerate's state on each read)
         self.total_steps, self.grad_clip, self.seed, self.forward_fn = total_steps, grad_clip, seed, forward
         objective.to(accelerator.device)
         self.extra_params = [p for p in objective.parameters() if p.requires_grad]
@@ -379,8 +403,12 @@ class Learner:
         # per-step work skipped where it does nothing: the base prepare (no input change), autocast
         # without mixed precision (Accelerate's is then a null context)
         self._changes_batch = type(objective).prepare is not Objective.prepare
-        self._autocast = accelerator.autocast if accelerator.mixed_precision != "no" else contextlib.nullcontext
+        self._autocast = accelerator.autocast if accelerator.mixed_precision != "no" else lambda: _NO_CONTEXT
         self._labels_checked = False
+        self._check_every_batch = accelerator.device.type != "cpu"
+        # per-step hooks that exist (the base Objective.on_step_end does nothing)
+        self._objective_steps = getattr(objective.on_step_end, "__func__", None) is not Objective.on_step_end
+        self._teacher_steps = hasattr(teacher, "on_step_end")
         #: whether end_step must pass the step's loss (an objective whose on_step_end adapts to it, TAID);
         #: otherwise the loop need not read the loss every step
         self.reads_step_loss = type(objective).on_step_end is not Objective.on_step_end
@@ -415,15 +443,14 @@ class Learner:
     def loss(self, student_out: Outputs, teacher_out: Optional[Outputs], batch: Batch) -> Tensor:
         """The objective's mean loss over the micro-batch's units, after checking labels and class counts.
 
-        The label range (a max over the labels, read on the host) is checked on the first batch and,
-        on the CPU, again only when the objective fails (an out-of-range label raises there, and the
-        check turns that into the clear error); on a GPU, where a bad index is a device-side assert,
-        on every batch.
+        Labels and class counts (a max over the labels, read on the host) are checked on the first
+        batch and, on the CPU, again only when the objective fails (an out-of-range label or a
+        mismatched class count raises there, and the check turns that into the clear error); on a
+        GPU, where a bad index is a device-side assert, on every batch.
         """
-        each = self.accelerator.device.type != "cpu" or not self._labels_checked
-        _check_labels(batch, student_out, teacher_out, self.objective, labels=each)
-        self._labels_checked = True
-        if each:
+        if self._check_every_batch or not self._labels_checked:
+            _check_labels(batch, student_out, teacher_out, self.objective)
+            self._labels_checked = True
             return self.objective(student_out, teacher_out, batch)
         try:
             return self.objective(student_out, teacher_out, batch)
@@ -433,7 +460,7 @@ class Learner:
 
     def no_sync(self, last: bool):
         """Hold DDP's gradient all-reduce for every micro-batch of a window but the last."""
-        return contextlib.nullcontext() if last else self.accelerator.no_sync(self.model)
+        return _NO_CONTEXT if last else self.accelerator.no_sync(self.model)
 
     def backward(self, loss: Tensor, weight: float) -> None:
         """Gradients of ``loss * weight`` (weight: the micro-batch's share of the window's units)."""
@@ -444,7 +471,7 @@ class Learner:
 
     def optimizer_step(self) -> None:
         """Average the objective's own gradients over processes, clip, step optimizer and schedule, clear."""
-        if self.extra_params and self.accelerator.num_processes > 1:
+        if self.extra_params and self.num_processes > 1:
             for p in self.extra_params:
                 if p.grad is not None:
                     p.grad = self.accelerator.reduce(p.grad, reduction="mean")
@@ -467,8 +494,9 @@ class Learner:
 
     def end_step(self, *, step: int, loss: float) -> None:
         """The objective's and teacher's per-step updates (schedules, EMA teachers)."""
-        self.objective.on_step_end(step=step, total_steps=self.total_steps, loss=loss)
-        if hasattr(self.teacher, "on_step_end"):
+        if self._objective_steps:
+            self.objective.on_step_end(step=step, total_steps=self.total_steps, loss=loss)
+        if self._teacher_steps:
             self.teacher.on_step_end(self.student)
 
     # -- composed ------------------------------------------------------------------------------
@@ -483,7 +511,7 @@ class Learner:
         units = [count_units(b) for b in window]  # ints; float64 arithmetic below, as exact as on tensors
         local_units = sum(units)
         total_units = local_units
-        if accelerator.num_processes > 1:
+        if self.num_processes > 1:
             local = torch.tensor(float(local_units), dtype=torch.float64, device=accelerator.device)
             total_units = float(accelerator.reduce(local, reduction="sum"))
         stats = StepStats(step=step, epoch=epoch)
@@ -492,7 +520,7 @@ class Learner:
                 teacher_out = self.teacher_signal(batch)
                 student_out = self.forward(batch)
                 loss = self.loss(student_out, teacher_out, batch)
-            self.backward(loss, units[i] * accelerator.num_processes / total_units)
+            self.backward(loss, units[i] * self.num_processes / total_units)
             stats.add(loss, units[i], local_units)  # checked for NaN / inf when read
             if measure is not None:
                 with torch.no_grad():
@@ -502,11 +530,10 @@ class Learner:
                 attn = batch.extra.get("attention_mask")
                 stats.tokens += int(attn.sum()) if attn is not None else batch.inputs.numel()
             if batch.labels is not None and student_out.logits is not None and batch.labels.dim() == 1:
-                known = batch.labels >= 0  # (B,)
-                stats.add_counts(((student_out.logits.detach().argmax(-1) == batch.labels) & known).sum(), known.sum())
+                stats.add_predictions(student_out.logits.detach().argmax(-1), batch.labels)  # counted when read
             stats.samples += batch.size
         self.optimizer_step()
-        if accelerator.num_processes > 1:  # the window's loss (and measures) over every process, by units
+        if self.num_processes > 1:  # the window's loss (and measures) over every process, by units
             names = sorted(stats.metrics)
             local = torch.tensor([stats.loss] + [stats.metrics[k] for k in names], dtype=torch.float64,
                                  device=accelerator.device) * float(local_units)
@@ -629,7 +656,7 @@ def train(
     ckpt_root = output / "checkpoints" if output is not None else None
     if resume and ckpt_root is None:
         raise TransfuseError("resume needs an output folder holding checkpoints")
-    torch.manual_seed(seed)
+    seed_torch(seed)
     accelerator = make_accelerator(mixed_precision=mixed_precision, cpu=cpu)
     learner = Learner(
         accelerator, student=student, teacher=teacher, objective=objective, total_steps=plan.total_steps,
@@ -679,7 +706,7 @@ def train(
             stats = learner.train_step(window, step=state.step, epoch=epoch, measure=step_metrics if logged else None)
             state.step += 1
             if guard is not None and not guard.done:
-                guard.observe(state.step, stats.loss, learner.last_grad_norm if watch else None,
+                guard.observe(state.step, lambda stats=stats: stats.loss, learner.last_grad_norm if watch else None,
                               learner.param_norm() if watch else None)
                 if guard.check(state.step):
                     warnings.append(guard.warning)
@@ -746,12 +773,17 @@ def train(
 
 
 def _sum_steps(pending: List[StepStats], loss_sum: float, correct: int, labelled: int) -> tuple:
-    """The epoch's running sums with the ``pending`` steps read and added in order (then cleared)."""
+    """The epoch's running sums with the ``pending`` steps read and added in order (then cleared).
+
+    The steps' accuracy counts are taken out of them and counted together (one count, not one per step)."""
+    pairs = []
     for stats in pending:
         loss_sum += stats.loss
-        correct, labelled = correct + stats.correct, labelled + stats.labelled
+        pairs += stats.take_predictions()
+        correct, labelled = correct + stats.counted[0], labelled + stats.counted[1]  # those counted before
+    more_correct, more_labelled = count_correct(pairs)
     pending.clear()
-    return loss_sum, correct, labelled
+    return loss_sum, correct + more_correct, labelled + more_labelled
 
 
 def _check_teacher_fits(objective: Objective, teacher: Optional[Callable]) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from typing import List, Optional
+from typing import Callable, List, Optional, Union
 
 
 class StallGuard:
@@ -27,7 +27,7 @@ class StallGuard:
         self.start, self.rel_tol, self.grad_tol = start, rel_tol, grad_tol
         self.end = min(start + after, total_steps)  # the step at which the window is judged
         self.every = max(1, (self.end - start) // 10)
-        self.losses: List[float] = []
+        self.losses: List[Union[float, Callable[[], float]]] = []
         self.grad_ratios: List[float] = []
         self.done = self.end - start < 20  # too few steps to judge
         self.warning: Optional[str] = None
@@ -36,8 +36,10 @@ class StallGuard:
         """Whether the step after ``step`` steps done should measure its gradient norm."""
         return not self.done and (step - self.start) % self.every == 0
 
-    def observe(self, step: int, loss: float, grad_norm: Optional[float] = None, param_norm: Optional[float] = None) -> None:
-        """Record step ``step`` (steps done, counting it): its loss and, when measured, its gradient norm."""
+    def observe(self, step: int, loss: Union[float, Callable[[], float]], grad_norm: Optional[float] = None,
+                param_norm: Optional[float] = None) -> None:
+        """Record step ``step`` (steps done, counting it): its loss (or a function giving it, called only
+        when the window is judged, so a step need not read its loss) and, when measured, its gradient norm."""
         if self.done:
             return
         self.losses.append(loss)
@@ -50,7 +52,8 @@ class StallGuard:
             return None
         self.done = True
         k = max(2, len(self.losses) // 5)
-        first, last = self.losses[:k], self.losses[-k:]
+        first, last = ([v() if callable(v) else v for v in part] for part in (self.losses[:k], self.losses[-k:]))
+        self.losses = []
         m1, m2 = statistics.fmean(first), statistics.fmean(last)
         se = math.sqrt(statistics.variance(first) / k + statistics.variance(last) / k)
         n = step - self.start

@@ -60,10 +60,10 @@ def cross_entropy(logits: Tensor, labels: Tensor, label_smoothing: float = 0.0) 
     Zero (with a gradient path) when no position in the batch has a label.
     """
     flat_logits = logits.float() if logits.dim() == 2 else logits.float().reshape(-1, logits.shape[-1])  # (N, C)
-    flat_labels = labels.reshape(-1)
+    flat_labels = labels if labels.dim() == 1 else labels.reshape(-1)  # (N,)
+    if flat_labels.numel() and int(flat_labels.min()) >= 0:  # every position labelled (one reduction, not three ops)
+        return F.cross_entropy(flat_logits, flat_labels, label_smoothing=label_smoothing)  # no selection: same numbers
     keep = flat_labels >= 0
-    if bool(keep.all()):  # every position labelled: no selection (the same numbers, without two gathers)
-        return F.cross_entropy(flat_logits, flat_labels, label_smoothing=label_smoothing)
     if not bool(keep.any()):
         return flat_logits.sum() * 0.0
     return F.cross_entropy(flat_logits[keep], flat_labels[keep], label_smoothing=label_smoothing)
@@ -84,7 +84,8 @@ def pair_logprobs(student, teacher, temperature: float = 1.0) -> tuple[Tensor, T
     """
     s_all = log_softmax(student.logits, temperature)  # (..., V)
     if teacher.logits is not None:
-        return s_all, log_softmax(teacher.logits.detach()[..., : s_all.shape[-1]], temperature)
+        t = teacher.logits.detach()  # (..., V'), V' >= V: a teacher with more classes is cut to the student's
+        return s_all, log_softmax(t if t.shape[-1] == s_all.shape[-1] else t[..., : s_all.shape[-1]], temperature)
     if teacher.topk_logprobs is None or teacher.topk_indices is None:
         raise ValueError("the teacher gave neither logits nor top-k log-probabilities")
     idx = teacher.topk_indices.long()  # (..., K)
