@@ -151,6 +151,22 @@ def test_class_count_mismatch_is_clear():
               train_loader=make_loader(_toy(), batch_size=16), progress=False)
 
 
+def test_class_count_changing_after_the_first_batch_is_clear():
+    """The class counts are checked on the first batch; a later mismatch still gets the clear error, not a traceback."""
+    from transfuse.signals import Outputs
+
+    class Shifting:
+        calls = 0
+
+        def __call__(self, batch):
+            self.calls += 1
+            return Outputs(logits=torch.zeros(batch.size, 3 if self.calls == 1 else 5))
+
+    with pytest.raises(TransfuseError, match=r"teacher predicts 5 classes but the student 3"):
+        train(student=nn.Linear(5, 3), teacher=Shifting(), objective=build_objective("kd"),
+              train_loader=make_loader(_toy(), batch_size=16), progress=False)
+
+
 def test_teacher_gets_no_gradient_and_student_learns():
     teacher = nn.Linear(5, 3)
     before_t = teacher.weight.detach().clone()

@@ -443,14 +443,15 @@ class Learner:
     def loss(self, student_out: Outputs, teacher_out: Optional[Outputs], batch: Batch) -> Tensor:
         """The objective's mean loss over the micro-batch's units, after checking labels and class counts.
 
-        Labels and class counts (a max over the labels, read on the host) are checked on the first
-        batch and, on the CPU, again only when the objective fails (an out-of-range label or a
-        mismatched class count raises there, and the check turns that into the clear error); on a
-        GPU, where a bad index is a device-side assert, on every batch.
+        The class counts are compared on every batch (shapes only). The label range (a max over the
+        labels, read on the host) is checked on the first batch and, on the CPU, again only when the
+        objective fails (an out-of-range label raises there, and the check turns that into the clear
+        error); on a GPU, where a bad index is a device-side assert, on every batch.
         """
-        if self._check_every_batch or not self._labels_checked:
-            _check_labels(batch, student_out, teacher_out, self.objective)
-            self._labels_checked = True
+        each = self._check_every_batch or not self._labels_checked
+        _check_labels(batch, student_out, teacher_out, self.objective, labels=each)  # class counts: every batch
+        self._labels_checked = True
+        if each:
             return self.objective(student_out, teacher_out, batch)
         try:
             return self.objective(student_out, teacher_out, batch)
