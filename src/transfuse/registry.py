@@ -33,6 +33,11 @@ def user_code_from(*folders: str | Path) -> Iterator[None]:
         del _user_code_dirs[: len(added)]
 
 
+def user_code_next_to(recipe: str | Path | None):
+    """``user_code_from`` the recipe file's folder (nothing extra without a recipe): every recipe runner uses it."""
+    return user_code_from(*([Path(recipe).expanduser().parent] if recipe is not None else []))
+
+
 def import_user_object(dotted: str, kind: str) -> Any:
     """``pkg.module.Name`` imported from sys.path, else from the recipe's folder and the working directory
     (where a user keeps the module next to the recipe; no PYTHONPATH needed). A folder that holds the

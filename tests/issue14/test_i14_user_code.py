@@ -84,3 +84,27 @@ def test_cli_list_verbose_and_explain():
     assert "eval.compare_to" in out and "kd_live" in out
     out = runner.invoke(app, ["explain", "kd"], terminal_width=300).output
     assert "label_smoothing" in out and "objective" in out
+
+
+def test_continual_recipe_finds_a_student_module_next_to_it(tmp_path, monkeypatch):
+    """Every recipe runner (distill, continual, federate, fuse) resolves dotted paths from the recipe's folder."""
+    from transfuse.recipes.continual import main as continual_main
+
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "cl_students_i14.py").write_text(STUDENT.replace("helper_i14", "cl_helper_i14"))
+    (folder / "cl_helper_i14.py").write_text("import math\n\ndef size(shape):\n    return math.prod(shape)\n")
+    (folder / "r.yaml").write_text(textwrap.dedent(f'''
+        stream: {{scenario: class, dataset: fashion_mnist, tasks: 2, train_per_task: 64, test_per_task: 32}}
+        methods: [finetune]
+        model: {{name: cl_students_i14.tiny, params: {{width: 4}}}}
+        train: {{epochs: 1, batch_size: 32, lr: 0.001}}
+        seeds: [0]
+        output: {tmp_path / "out"}
+    '''))
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    summary = continual_main(str(folder / "r.yaml"), [])
+    assert (tmp_path / "out" / "report.md").is_file() and summary["stream"]["tasks"] == 2

@@ -84,8 +84,11 @@ def run(cfg: ContinualConfig) -> Dict[str, Any]:
 
 def main(recipe: str | Path | None, overrides: List[str]) -> Dict[str, Any]:
     recipe = resolve_shipped(recipe, "continual")  # a path, or a shipped example by name
-    cfg = load_config(ContinualConfig, recipe, overrides)
-    summary = run(cfg)
+    from ..registry import user_code_next_to
+
+    with user_code_next_to(recipe):  # dotted paths to the user's modules resolve next to the recipe
+        cfg = load_config(ContinualConfig, recipe, overrides)
+        summary = run(cfg)
     from ..continual.report import metrics_rows
     from ..eval.report import markdown_table
 

@@ -539,9 +539,16 @@ def _lists_students(path: Path) -> bool:
 
 
 def main(recipe: str | Path, overrides: List[str], *, resume: bool = False) -> Dict[str, Any]:
-    from .._console import console
+    from ..registry import user_code_next_to
 
     path = resolve_recipe(recipe)
+    with user_code_next_to(path):  # dotted paths to the user's modules resolve next to the recipe
+        return _main(path, overrides, resume=resume)
+
+
+def _main(path: Path, overrides: List[str], *, resume: bool) -> Dict[str, Any]:
+    from .._console import console
+
     task = _task(path, overrides)
     if _lists_students(path) and task == "lm":
         from .online_lm import main as online_lm_main
@@ -557,11 +564,8 @@ def main(recipe: str | Path, overrides: List[str], *, resume: bool = False) -> D
         return run_recipe(path, overrides, resume=resume)
     if task != "classify":
         raise TransfuseError(f"unknown task {task!r} in {str(path)!r}; use task: classify (default) or task: lm")
-    from ..registry import user_code_from
-
     cfg = load_config(DistillConfig, path, overrides)
-    with user_code_from(path.parent):  # dotted paths to the user's modules resolve next to the recipe
-        metrics = run(cfg, resume=resume)
+    metrics = run(cfg, resume=resume)
     shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items() if not isinstance(v, (list, dict))}
     console().print(f"[bold]done[/bold]: {cfg.output}/student.safetensors  {shown}")
     return metrics

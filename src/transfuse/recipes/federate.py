@@ -27,8 +27,11 @@ def main(recipe: str | Path | None, overrides: List[str]) -> Dict[str, Any]:
     from ..federate.report import summary_rows
 
     recipe = resolve_shipped(recipe, "federate")  # a path, or a shipped example by name
-    cfg = load_federate_config(recipe, overrides)
-    summary = federate(cfg, progress=stderr_progress)
+    from ..registry import user_code_next_to
+
+    with user_code_next_to(recipe):  # dotted paths to the user's modules resolve next to the recipe
+        cfg = load_federate_config(recipe, overrides)
+        summary = federate(cfg, progress=stderr_progress)
     print(markdown_table(summary_rows(summary)))
     print(f"report written to {cfg.output}/report.md")
     return summary

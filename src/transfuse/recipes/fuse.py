@@ -60,7 +60,10 @@ def run(config: Mapping[str, Any]) -> dict:
 
 
 def main(config_path: Path, overrides: List[str], *, evaluate: bool = False) -> dict:
-    report = run(load(config_path, overrides, evaluate=evaluate))
+    from ..registry import user_code_next_to
+
+    with user_code_next_to(resolve_config(config_path)):  # dotted paths to the user's modules resolve next to the recipe
+        report = run(load(config_path, overrides, evaluate=evaluate))
     written = report.get("written") if isinstance(report, dict) else None
     if written:
         for line in written:
