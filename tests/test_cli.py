@@ -1,5 +1,7 @@
 """Bad input: one clear line on stderr, exit code 2, no traceback, nothing written."""
 
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -162,3 +164,17 @@ def test_file_as_output_folder(run_cli, tmp_path):
     proc = run_cli("distill", "kd", f"output={file}")
     assert proc.returncode == 2 and "is a file" in proc.stderr and "Traceback" not in proc.stderr
     assert file.read_text() == "mine"
+
+
+def test_demo_takes_key_value_like_the_other_commands(run_cli, monkeypatch):
+    _assert_clean_error(run_cli("demo", "outptu=x"), r"demo takes output=DIR, seed=N and epochs=N; got 'outptu=x'")
+    _assert_clean_error(run_cli("demo", "seed=one"), r"demo seed must be a whole number; got 'one'")
+    from typer.testing import CliRunner
+
+    import transfuse.recipes.demo as demo
+    from transfuse.cli import app
+
+    seen = {}
+    monkeypatch.setattr(demo, "main", lambda **kw: seen.update(kw))
+    assert CliRunner().invoke(app, ["demo", "output=runs/x", "seed=3", "epochs=1"]).exit_code == 0
+    assert seen == {"output": Path("runs/x"), "seed": 3, "epochs": 1}

@@ -22,6 +22,7 @@ app = typer.Typer(
 
 @app.command()
 def demo(
+    overrides: Optional[List[str]] = typer.Argument(None, help="output=DIR seed=N epochs=N, as the other commands take them."),
     output: Path = typer.Option(Path("runs/demo"), help="Report folder."),
     seed: int = typer.Option(0, help="Random seed."),
     epochs: Optional[int] = typer.Option(None, help="Student epochs (default: the demo's own)."),
@@ -29,7 +30,16 @@ def demo(
     """Distil a small CNN teacher into a small student on Fashion-MNIST and print the comparison."""
     from .recipes.demo import main as demo_main
 
-    demo_main(output=output, seed=seed, epochs=epochs)
+    given = {"output": output, "seed": seed, "epochs": epochs}
+    for item in overrides or []:
+        key, eq, value = item.partition("=")
+        if not eq or key not in given:
+            raise TransfuseError(f"demo takes output=DIR, seed=N and epochs=N; got {item!r}")
+        try:
+            given[key] = Path(value) if key == "output" else int(value)
+        except ValueError:
+            raise TransfuseError(f"demo {key} must be a whole number; got {value!r}") from None
+    demo_main(**given)
 
 
 @app.command("demo-lm")
