@@ -39,6 +39,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from ..errors import TransfuseError
+from .._atomic import write_json
 from ..signals import Batch, Outputs
 
 FORMAT = "transfuse-topk/1"
@@ -121,10 +122,7 @@ def fingerprint_parts(*, teacher: str, tokenizer: str, data: str, temperature: f
 
 
 def _atomic_json(path: Path, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=1)
-    os.replace(tmp, path)
+    write_json(path, data, indent=1)
 
 
 def _check_meta(folder: Path, meta: dict, expected: Dict[str, str]) -> None:

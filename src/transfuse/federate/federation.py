@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from ..data import IndexedTensors, build_data
+from .._atomic import write_text
 from ..errors import TransfuseError
 from .aggregate import StateDict, aggregate, clone_state
 from .config import AggregateSpec, FederateConfig, MethodSpec
@@ -185,9 +186,7 @@ def trace(name: str) -> None:
         return
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, name)
-    with open(path + ".tmp", "w") as fh:
-        fh.write(f"{os.getpid()} {os.getppid()}")
-    os.replace(path + ".tmp", path)
+    write_text(path, f"{os.getpid()} {os.getppid()}")
 
 
 class Server:

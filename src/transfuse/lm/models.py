@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import TransfuseError
+from .._atomic import write_json
 from ..signals import Batch, Outputs
 
 DEFAULT_TEACHER = "smollm2-135m-instruct"
@@ -51,9 +52,7 @@ def _repair_gguf_config(folder: Path) -> None:
         return
     del data["quantization_config"]
     data.pop("_pre_quantization_dtype", None)
-    tmp = path.with_name(".config.json.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    write_json(path, data, sort_keys=True)
 
 
 def smollm2_available() -> bool:

@@ -10,7 +10,6 @@ file a model's ``parameters.statistics`` names.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Callable, Dict, Iterable, Optional
 
@@ -92,11 +91,6 @@ def regmean_grams(model: nn.Module, batches: Iterable[Tensor], *, forward: Optio
 
 def save_statistics(stats: Dict[str, Tensor], path: str | Path) -> Path:
     """Write statistics as safetensors (atomically: temp file + rename)."""
-    from safetensors.torch import save_file
+    from .._atomic import save_safetensors
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    save_file({k: v.contiguous() for k, v in stats.items()}, str(tmp))
-    os.replace(tmp, path)
-    return path
+    return save_safetensors(stats, path)

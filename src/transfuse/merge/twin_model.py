@@ -15,7 +15,6 @@ the router is a small MLP trained on a few labelled samples of which task each i
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Callable, Dict, Iterable, Optional, Tuple
 
@@ -148,10 +147,6 @@ def train_router(twin: TwinModel, batches: Iterable[Tuple[Tensor, Tensor]], *, e
 
 
 def save_router(twin: TwinModel, folder: str | Path) -> Path:
-    from safetensors.torch import save_file
+    from .._atomic import save_safetensors
 
-    folder = Path(folder)
-    tmp = folder / f".router.safetensors.tmp-{os.getpid()}"
-    save_file({k: v.contiguous() for k, v in twin.router.state_dict().items()}, str(tmp))
-    os.replace(tmp, folder / "router.safetensors")
-    return folder / "router.safetensors"
+    return save_safetensors(twin.router.state_dict(), Path(folder) / "router.safetensors")

@@ -5,17 +5,14 @@ Every check on the user's input runs before anything is written.
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional, Union
 
 import torch
 from pydantic import AliasChoices, Field
-from safetensors.torch import save_file
 from torch import nn
 
 from ..config import Strict, load_config
@@ -351,15 +348,10 @@ def prepare_output(cfg: DistillConfig, resume: bool) -> Path:
 
 def save_student(model: nn.Module, folder: Path, config: Dict[str, Any]) -> None:
     """student.safetensors + config.json, each written to a temp file then renamed."""
-    folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-    os.close(fd)
-    save_file(state, tmp)
-    os.replace(tmp, folder / "student.safetensors")
-    tmp_cfg = folder / ".config.json.tmp"
-    tmp_cfg.write_text(json.dumps(config, indent=2))
-    os.replace(tmp_cfg, folder / "run_config.json")
+    from .. import _atomic
+
+    _atomic.save_safetensors({k: v.detach().cpu() for k, v in model.state_dict().items()}, folder / "student.safetensors")
+    _atomic.write_json(folder / "run_config.json", config)
 
 
 def save_input_stats(data: Any, folder: Path) -> None:
@@ -370,9 +362,9 @@ def save_input_stats(data: Any, folder: Path) -> None:
     stats = getattr(data, "input_stats", None)
     if not stats:
         return
-    tmp = folder / f".{STATS_FILE}.tmp"
-    save_file({k: v.detach().contiguous().cpu().float() for k, v in stats.items()}, str(tmp))
-    os.replace(tmp, folder / STATS_FILE)
+    from .. import _atomic
+
+    _atomic.save_safetensors({k: v.detach().cpu().float() for k, v in stats.items()}, folder / STATS_FILE)
 
 
 def save_pretrained_model(model: nn.Module, folder: Path) -> None:

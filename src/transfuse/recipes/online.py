@@ -172,11 +172,10 @@ def _model_name(cfg: OnlineConfig, run: str) -> str:
 def write_finished(out: Path, cfg: Any) -> None:
     """The recipe as run, as ``out/run_config.json``: written last and atomically, it marks the run finished."""
     import json
-    import os
 
-    tmp = out / f".{FINISHED}.tmp"
-    tmp.write_text(json.dumps(cfg.model_dump(), indent=2))
-    os.replace(tmp, out / FINISHED)
+    from .._atomic import write_text
+
+    write_text(out / FINISHED, json.dumps(cfg.model_dump(), indent=2))
 
 
 def main(path: Path, overrides: List[str], *, resume: bool = False) -> Dict[str, Any]:

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import string
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
@@ -23,6 +21,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 import torch
 from pydantic import Field
 
+from ..._atomic import write_text
 from ...config import Strict, validate
 from ...errors import TransfuseError, closest
 from ..generate import FusedModel, check_rule, encode_prompts, fused_generate, fused_logprobs, resolve_rule, resolve_weights
@@ -120,10 +119,7 @@ def normalise_answer(text: str) -> str:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    write_text(path, text)
 
 
 def _model_paths_and_weights(cfg: GenerateConfig) -> tuple[List[str], Optional[List[float]]]:

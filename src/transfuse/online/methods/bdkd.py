@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from typing import List, Literal
 
-import torch
 from torch import Tensor
 
 from ...objectives import Objective
