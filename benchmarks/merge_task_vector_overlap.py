@@ -22,22 +22,29 @@ def flat(folder: Path) -> torch.Tensor:
     return torch.cat([sd[k].float().reshape(-1) for k in sorted(sd)])
 
 
-def main() -> None:
-    work = Path(sys.argv[1])
+def overlap(work: Path) -> dict:
+    """Pairwise cosines of the task vectors in ``work`` and the sign-conflict share among TIES-kept entries."""
     base = flat(work / "base")
     names = sorted(p.name for p in work.iterdir() if p.is_dir() and p.name != "base" and not p.name.startswith("out_"))
     tau = torch.stack([flat(work / n) - base for n in names])  # (K, D)
-    for (i, a), (j, b) in itertools.combinations(enumerate(names), 2):
-        print(f"cos({a}, {b}) = {float(torch.nn.functional.cosine_similarity(tau[i], tau[j], dim=0)):.3f}")
+    cos = {f"{a}, {b}": float(torch.nn.functional.cosine_similarity(tau[i], tau[j], dim=0))
+           for (i, a), (j, b) in itertools.combinations(enumerate(names), 2)}
     k = tau.shape[1] // 2
     thr = tau.abs().kthvalue(tau.shape[1] - k, dim=1, keepdim=True).values  # (K, 1)
     kept = tau.abs() >= thr  # (K, D)
     pos, neg = ((tau > 0) & kept).sum(0), ((tau < 0) & kept).sum(0)
     shared = kept.sum(0) >= 2
     conflict = shared & (pos > 0) & (neg > 0)
-    print(f"tasks {names}; entries kept in >= 2 tasks: {float(shared.float().mean()):.3f}; "
-          f"of those with conflicting signs: {float(conflict.sum() / shared.sum()):.3f}")
+    return {"tasks": names, "cosine": cos, "kept_in_2_or_more": float(shared.float().mean()),
+            "sign_conflict_share": float(conflict.sum() / shared.sum())}
 
+
+def main() -> None:
+    o = overlap(Path(sys.argv[1]))
+    for pair, c in o["cosine"].items():
+        print(f"cos({pair}) = {c:.3f}")
+    print(f"tasks {o['tasks']}; entries kept in >= 2 tasks: {o['kept_in_2_or_more']:.3f}; "
+          f"of those with conflicting signs: {o['sign_conflict_share']:.3f}")
 
 if __name__ == "__main__":
     main()
