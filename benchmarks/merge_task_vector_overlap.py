@@ -1,6 +1,7 @@
 """How much the task vectors of a merge_quality family overlap (issue 14): cosine and sign conflicts.
 
     .venv/bin/python benchmarks/merge_task_vector_overlap.py .bench/merge_quality   # a --work folder of merge_quality.py
+    .venv/bin/python benchmarks/merge_task_vector_overlap.py .bench/merge_text/seed0 encoder.  # only tensors named encoder.*
 
 Reads base/ and the task folders left by ``benchmarks/merge_quality.py`` (its last seed), prints the
 pairwise cosine of the flattened task vectors and, over the entries that TIES keeps at density 0.5
@@ -17,16 +18,17 @@ import torch
 from safetensors.torch import load_file
 
 
-def flat(folder: Path) -> torch.Tensor:
+def flat(folder: Path, prefix: str = "") -> torch.Tensor:
     sd = load_file(str(folder / "model.safetensors"))
-    return torch.cat([sd[k].float().reshape(-1) for k in sorted(sd)])
+    return torch.cat([sd[k].float().reshape(-1) for k in sorted(sd) if k.startswith(prefix)])
 
 
-def overlap(work: Path) -> dict:
-    """Pairwise cosines of the task vectors in ``work`` and the sign-conflict share among TIES-kept entries."""
-    base = flat(work / "base")
+def overlap(work: Path, prefix: str = "") -> dict:
+    """Pairwise cosines of the task vectors in ``work`` and the sign-conflict share among TIES-kept entries
+    (over the tensors whose name starts with ``prefix``: all of them by default)."""
+    base = flat(work / "base", prefix)
     names = sorted(p.name for p in work.iterdir() if p.is_dir() and p.name != "base" and not p.name.startswith("out_"))
-    tau = torch.stack([flat(work / n) - base for n in names])  # (K, D)
+    tau = torch.stack([flat(work / n, prefix) - base for n in names])  # (K, D)
     cos = {f"{a}, {b}": float(torch.nn.functional.cosine_similarity(tau[i], tau[j], dim=0))
            for (i, a), (j, b) in itertools.combinations(enumerate(names), 2)}
     k = tau.shape[1] // 2
@@ -40,7 +42,7 @@ def overlap(work: Path) -> dict:
 
 
 def main() -> None:
-    o = overlap(Path(sys.argv[1]))
+    o = overlap(Path(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else "")
     for pair, c in o["cosine"].items():
         print(f"cos({pair}) = {c:.3f}")
     print(f"tasks {o['tasks']}; entries kept in >= 2 tasks: {o['kept_in_2_or_more']:.3f}; "
