@@ -16,6 +16,7 @@ Per seed: a fresh stratified sample of n_train / n_val / n_test texts per task, 
 and batch order. Fine-tuned encoders are cached in --work/seed<S> (reruns skip fine-tuning).
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/merge_text_family.py --seeds 0 --json s0.json
+      # 17-26 min per seed on the shared 2 cores (fine-tuning ~0.6 s/step, then 28 merges); cached reruns only merge
     OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/merge_text_family.py --combine s0.json s1.json s2.json --json all.json
 """
 from __future__ import annotations
