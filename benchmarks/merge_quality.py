@@ -83,6 +83,62 @@ def load_trunk(folder: Path) -> nn.Module:
     return m
 
 
+# merges that read no base model; every other method needs base_model
+METHODS_NEED_BASE = {"linear": False, "fisher": False, "regmean": False}
+# the validation grid of each merge (label -> parameter options); dare_ties is dare with TIES signs
+GRID = {
+    "linear": [{}],
+    "task_arithmetic": [{"scale": s} for s in (0.3, 0.5, 0.7, 1.0)],
+    # TIES and PCB get their second knob too (top-k share), as their papers tune it
+    "ties": [{"density": d, "scale": s} for d in (0.2, 0.5) for s in (0.7, 1.0, 1.3, 1.6, 2.0)],
+    "dare": [{"density": 0.5, "scale": s} for s in (0.3, 0.5, 0.7, 1.0)],
+    "dare_ties": [{"density": 0.5, "sign": "ties", "scale": s} for s in (0.7, 1.0, 1.3)],
+    "breadcrumbs": [{"density": 0.9, "gamma": 0.01, "scale": s} for s in (0.3, 0.5, 0.7, 1.0)],
+    "della": [{"density": 0.5, "epsilon": 0.1, "scale": s} for s in (0.7, 1.0, 1.3)],
+    "model_stock": [{}],
+    "pcb": [{"ratio": r, "scale": s} for r in (0.1, 0.2) for s in (0.8, 1.0, 1.2, 1.5, 2.0)],
+    "fisher": [{}],
+    "regmean": [{"alpha": 0.9}],
+}
+
+
+def grid_for(methods: str) -> dict:
+    """GRID restricted to a comma-separated list of labels (all of it when empty)."""
+    return {k: v for k, v in GRID.items() if k in methods.split(",")} if methods else dict(GRID)
+
+
+def merge_folders(work: Path, method: str, params: dict, paths: dict, names: list, stats: str | None = None) -> Path:
+    """transfuse.merge of the task folders ``paths[n]`` (n in names) onto ``paths["base"]`` into work/out_*."""
+    out = work / f"out_{method}_{len(list(work.glob('out_*')))}"
+    models = []
+    for n in names:
+        p = {"statistics": str(work / f"{stats}_{n}.safetensors")} if stats else {}
+        models.append({"model": str(paths[n]), "parameters": p})
+    cfg = {"method": method, "models": models, "parameters": params, "output": str(out), "hash_inputs": "none"}
+    if METHODS_NEED_BASE.get(method, True):
+        cfg["base_model"] = str(paths["base"])
+    return transfuse.merge(cfg)
+
+
+def choose_on_validation(grid: dict, merge_for, load, score, test_rows) -> tuple[dict, dict]:
+    """Each grid label's options merged (``merge_for(label, params)`` -> folder, ``load`` -> model), the
+    best validation ``score`` kept, its ``test_rows`` reported: (label -> rows, label -> chosen params)."""
+    rows, chosen = {}, {}
+    for label, options in grid.items():
+        best = None
+        for params in options:
+            out = merge_for(label, params)
+            model = load(out)
+            s = score(model)
+            if best is None or s > best[0]:
+                best = (s, params, model)
+            shutil.rmtree(out)
+        chosen[label] = best[1]
+        rows[label] = test_rows(best[2])
+        print(f"{label:16} {best[1]} -> " + " ".join(f"{n} {v:.3f}" for n, v in rows[label].items()), flush=True)
+    return rows, chosen
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--work", default=".bench/merge_quality")
@@ -211,52 +267,25 @@ def run_seed(args, seed: int) -> dict:
     val_ft = {n: accuracy(load_trunk(paths[n]), heads[n], *data[n]["val"]) for n in names}
 
     def run(method: str, params: dict, stats: str | None = None) -> Path:
-        out = work / f"out_{method}_{len(list(work.glob('out_*')))}"
-        models = []
-        for n in names:
-            p = {"statistics": str(work / f"{stats}_{n}.safetensors")} if stats else {}
-            models.append({"model": str(paths[n]), "parameters": p})
-        cfg = {"method": method, "models": models, "parameters": params, "output": str(out), "hash_inputs": "none"}
-        if methods_need_base.get(method, True):
-            cfg["base_model"] = str(paths["base"])
-        return transfuse.merge(cfg)
+        return merge_folders(work, method, params, paths, names, stats)
 
-    methods_need_base = {"linear": False, "fisher": False, "regmean": False}
-    grid = {
-        "linear": [{}],
-        "task_arithmetic": [{"scale": s} for s in (0.3, 0.5, 0.7, 1.0)],
-        # TIES and PCB get their second knob too (top-k share), as their papers tune it
-        "ties": [{"density": d, "scale": s} for d in (0.2, 0.5) for s in (0.7, 1.0, 1.3, 1.6, 2.0)],
-        "dare": [{"density": 0.5, "scale": s} for s in (0.3, 0.5, 0.7, 1.0)],
-        "dare_ties": [{"density": 0.5, "sign": "ties", "scale": s} for s in (0.7, 1.0, 1.3)],
-        "breadcrumbs": [{"density": 0.9, "gamma": 0.01, "scale": s} for s in (0.3, 0.5, 0.7, 1.0)],
-        "della": [{"density": 0.5, "epsilon": 0.1, "scale": s} for s in (0.7, 1.0, 1.3)],
-        "model_stock": [{}],
-        "pcb": [{"ratio": r, "scale": s} for r in (0.1, 0.2) for s in (0.8, 1.0, 1.2, 1.5, 2.0)],
-        "fisher": [{}],
-        "regmean": [{"alpha": 0.9}],
-    }
-    if args.methods:
-        grid = {k: v for k, v in grid.items() if k in args.methods.split(",")}
     rows = {"fine-tuned (each task its own model)": {n: 1.0 for n in names}}
     base_acc = evaluate(base, "test")
-    chosen = {}
-    for label, options in grid.items():
+
+    def merge_for(label: str, params: dict) -> Path:
         method = "dare" if label == "dare_ties" else label
-        stats = {"fisher": "fisher", "regmean": "gram"}.get(method)
-        best = None
-        for params in options:
-            out = run(method, params, stats)
-            body = load_trunk(out)
-            v = evaluate(body, "val")
-            score = sum(v[n] / val_ft[n] for n in names) / len(names)
-            if best is None or score > best[0]:
-                best = (score, params, body)
-            shutil.rmtree(out)
-        chosen[label] = best[1]
-        test = evaluate(best[2], "test")
-        rows[label] = {n: test[n] / ft_acc[n] for n in names}
-        print(f"{label:16} {best[1]} -> " + " ".join(f"{n} {rows[label][n]:.3f}" for n in names), flush=True)
+        return run(method, params, {"fisher": "fisher", "regmean": "gram"}.get(method))
+
+    def score(body) -> float:
+        v = evaluate(body, "val")
+        return sum(v[n] / val_ft[n] for n in names) / len(names)
+
+    def test_rows(body) -> dict:
+        test = evaluate(body, "test")
+        return {n: test[n] / ft_acc[n] for n in names}
+
+    merged, chosen = choose_on_validation(grid_for(args.methods), merge_for, load_trunk, score, test_rows)
+    rows.update(merged)
 
     rows["shared start (base trunk + task heads)"] = {n: base_acc[n] / ft_acc[n] for n in names}
     if args.methods and "twin" not in args.methods.split(","):
