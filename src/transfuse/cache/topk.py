@@ -121,10 +121,6 @@ def fingerprint_parts(*, teacher: str, tokenizer: str, data: str, temperature: f
     return parts if fmt == "float16" else {**parts, "logprob_format": fmt}
 
 
-def _atomic_json(path: Path, data: dict) -> None:
-    write_json(path, data, indent=1)
-
-
 def _check_meta(folder: Path, meta: dict, expected: Dict[str, str]) -> None:
     if meta.get("format") != FORMAT:
         raise TransfuseError(f"{str(folder)!r} is not a transfuse top-k cache (format {meta.get('format')!r}); delete it or pick another folder")
@@ -174,7 +170,7 @@ class TopKCacheWriter:
                     f"{old['shard_size']}, not {num_samples} in shards of {shard_size}; delete it to rebuild"
                 )
             meta["complete"] = old.get("complete", False)
-        _atomic_json(meta_path, meta)
+        write_json(meta_path, meta, indent=1)
         self.meta = meta
         self.n_shards = (num_samples + shard_size - 1) // shard_size
         self._done = {j for j in range(self.n_shards) if self._shard_path(j).exists()}
@@ -233,7 +229,7 @@ class TopKCacheWriter:
         self._buffers.clear()
         if len(self._done) == self.n_shards:
             self.meta["complete"] = True
-            _atomic_json(self.folder / "meta.json", self.meta)
+            write_json(self.folder / "meta.json", self.meta, indent=1)
 
 
 class TopKCache:

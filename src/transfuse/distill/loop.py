@@ -406,12 +406,10 @@ class Learner:
         self._autocast = accelerator.autocast if accelerator.mixed_precision != "no" else lambda: _NO_CONTEXT
         self._labels_checked = False
         self._check_every_batch = accelerator.device.type != "cpu"
-        # per-step hooks that exist (the base Objective.on_step_end does nothing)
-        self._objective_steps = getattr(objective.on_step_end, "__func__", None) is not Objective.on_step_end
+        #: whether the objective has a per-step hook (the base Objective.on_step_end does nothing): only then
+        #: is it called, and passed the step's loss (TAID adapts to it), so otherwise no step reads its loss
+        self.reads_step_loss = getattr(objective.on_step_end, "__func__", None) is not Objective.on_step_end
         self._teacher_steps = hasattr(teacher, "on_step_end")
-        #: whether end_step must pass the step's loss (an objective whose on_step_end adapts to it, TAID);
-        #: otherwise the loop need not read the loss every step
-        self.reads_step_loss = type(objective).on_step_end is not Objective.on_step_end
         # set by the caller before a step whose gradient norm it wants (the stall guard samples a few);
         # the norm of that step's gradients is then in last_grad_norm
         self.record_grad_norm = False
@@ -495,7 +493,7 @@ class Learner:
 
     def end_step(self, *, step: int, loss: float) -> None:
         """The objective's and teacher's per-step updates (schedules, EMA teachers)."""
-        if self._objective_steps:
+        if self.reads_step_loss:
             self.objective.on_step_end(step=step, total_steps=self.total_steps, loss=loss)
         if self._teacher_steps:
             self.teacher.on_step_end(self.student)

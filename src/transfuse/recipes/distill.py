@@ -15,6 +15,7 @@ import torch
 from pydantic import AliasChoices, Field
 from torch import nn
 
+from .. import _atomic
 from ..config import Strict, load_config
 from ..errors import TransfuseError
 from ._checks import check_output_folder, check_teacher_classes, probe
@@ -348,8 +349,6 @@ def prepare_output(cfg: DistillConfig, resume: bool) -> Path:
 
 def save_student(model: nn.Module, folder: Path, config: Dict[str, Any]) -> None:
     """student.safetensors + config.json, each written to a temp file then renamed."""
-    from .. import _atomic
-
     _atomic.save_safetensors({k: v.detach().cpu() for k, v in model.state_dict().items()}, folder / "student.safetensors")
     _atomic.write_json(folder / "run_config.json", config)
 
@@ -362,8 +361,6 @@ def save_input_stats(data: Any, folder: Path) -> None:
     stats = getattr(data, "input_stats", None)
     if not stats:
         return
-    from .. import _atomic
-
     _atomic.save_safetensors({k: v.detach().cpu().float() for k, v in stats.items()}, folder / STATS_FILE)
 
 

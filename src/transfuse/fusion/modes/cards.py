@@ -229,10 +229,10 @@ def run(config: Mapping[str, Any]) -> Dict[str, Any]:
             "knowledge": knowledge,
             "answer": generate_text(large, large_tok, prompt, max_new_tokens=cfg.max_new_tokens),
         })
-    from .generate import _atomic_write
+    from ..._atomic import write_text
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out, "".join(json.dumps(r) + "\n" for r in records))
+    write_text(out, "".join(json.dumps(r) + "\n" for r in records))
     return {"records": records, "written": [str(out)]}
 
 

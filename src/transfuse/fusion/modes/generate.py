@@ -118,10 +118,6 @@ def normalise_answer(text: str) -> str:
     return re.sub(r"\s+", " ", first)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    write_text(path, text)
-
-
 def _model_paths_and_weights(cfg: GenerateConfig) -> tuple[List[str], Optional[List[float]]]:
     paths = [m if isinstance(m, str) else m.path for m in cfg.models]
     per_model = [None if isinstance(m, str) else m.weight for m in cfg.models]
@@ -223,14 +219,14 @@ def run(config: Mapping[str, Any]) -> dict:
                                batch_size=cfg.batch_size, seed=cfg.seed, **cfg.generation)
         seconds = time.perf_counter() - started
         lines = [json.dumps({"prompt": p, "completion": t}) for p, t in zip(checked["prompts"], texts)]
-        _atomic_write(out / "generations.jsonl", "\n".join(lines) + "\n")
+        write_text(out / "generations.jsonl", "\n".join(lines) + "\n")
         new_tokens = sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
         report["generate"] = {"prompts": len(texts), "seconds": round(seconds, 3), "new_tokens": new_tokens}
         written.append(str(out / "generations.jsonl"))
     if checked["labelled"]:
         report["eval"] = _evaluate(cfg, fused, tokenizer, checked["labelled"])
-    _atomic_write(out / "report.json", json.dumps(report, indent=2) + "\n")
-    _atomic_write(out / "report.md", _markdown(report))
+    write_text(out / "report.json", json.dumps(report, indent=2) + "\n")
+    write_text(out / "report.md", _markdown(report))
     written += [str(out / "report.json"), str(out / "report.md")]
     report["written"] = written
     return report
